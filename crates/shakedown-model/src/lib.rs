@@ -1,0 +1,30 @@
+//! Shakedown's configuration model: what users write, and the validated types the rest of
+//! Shakedown runs on.
+//!
+//! Two levels, as in vector's config compiler: plain serde structs with `deny_unknown_fields`
+//! for what users write (`Raw*`), converted at the edge into validated domain types. Every error
+//! of a document is reported at once, each with its `file:line:column` and field path
+//! ([`source`]). This crate does no IO.
+
+pub mod duration;
+pub mod fault;
+pub mod header_match;
+pub mod percent;
+pub mod proxy;
+pub mod source;
+
+pub use fault::{Abort, AbortSource, Delay, DelaySource, FaultForm, HttpFault, Lifetime, RateLimit, RateLimitSource};
+pub use percent::{Denominator, FractionalPercent};
+pub use proxy::{Cluster, Listener, ProxyConfig, Route, UpstreamProtocol};
+pub use source::{ConfigError, Diagnostic, Document, Problems};
+
+/// Parses one fault from an API body (JSON) or a YAML snippet; `name` comes from the URL.
+pub fn parse_fault(origin: &str, text: &str, name: Option<&str>) -> Result<HttpFault, ConfigError> {
+    let doc = Document::parse(origin, text)?;
+    let raw: fault::raw::RawFault = doc.deserialize()?;
+    let mut problems = Problems::default();
+    match HttpFault::from_raw(&raw, "", name, &mut problems) {
+        Some(f) if problems.is_empty() => Ok(f),
+        _ => Err(doc.errors(problems.into_vec())),
+    }
+}
