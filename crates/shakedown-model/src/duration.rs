@@ -19,15 +19,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("`{text}` is not a duration (expected e.g. `200ms`, `2s`, `1m30s`)"));
+            return Err(format!(
+                "`{text}` is not a duration (expected e.g. `200ms`, `2s`, `1m30s`)"
+            ));
         }
         let number: f64 = rest[..num_len]
             .parse()
             .map_err(|_| format!("`{text}` is not a duration (bad number)"))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -35,8 +41,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => return Err(format!("`{text}` has no unit (write e.g. `{number}s` or `{number}ms`)")),
-            unit => return Err(format!("`{text}` has unknown unit `{unit}` (use ns, us, ms, s, m, h)")),
+            "" => {
+                return Err(format!(
+                    "`{text}` has no unit (write e.g. `{number}s` or `{number}ms`)"
+                ));
+            }
+            unit => {
+                return Err(format!(
+                    "`{text}` has unknown unit `{unit}` (use ns, us, ms, s, m, h)"
+                ));
+            }
         };
         total += number * seconds_per_unit;
         rest = &rest[unit_len..];

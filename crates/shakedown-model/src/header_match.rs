@@ -20,31 +20,63 @@ pub struct RawHeaderMatcher {
     /// Header name (case-insensitive).
     pub name: String,
     /// Envoy's `StringMatcher`.
-    #[serde(default, alias = "stringMatch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "stringMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub string_match: Option<RawStringMatcher>,
     /// Deprecated Envoy form of `string_match.exact`.
     #[serde(default, alias = "exactMatch", skip_serializing_if = "Option::is_none")]
     pub exact_match: Option<String>,
     /// Deprecated Envoy form of `string_match.prefix`.
-    #[serde(default, alias = "prefixMatch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "prefixMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prefix_match: Option<String>,
     /// Deprecated Envoy form of `string_match.suffix`.
-    #[serde(default, alias = "suffixMatch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "suffixMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub suffix_match: Option<String>,
     /// Deprecated Envoy form of `string_match.contains`.
-    #[serde(default, alias = "containsMatch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "containsMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub contains_match: Option<String>,
     /// Deprecated Envoy form of `string_match.safe_regex`.
-    #[serde(default, alias = "safeRegexMatch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "safeRegexMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub safe_regex_match: Option<RawRegex>,
     /// `true`: the header must be present; `false`: it must be absent.
-    #[serde(default, alias = "presentMatch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "presentMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub present_match: Option<bool>,
     /// Invert the result for a present header.
-    #[serde(default, alias = "invertMatch", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        alias = "invertMatch",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub invert_match: bool,
     /// Match a missing header as if it were the empty string.
-    #[serde(default, alias = "treatMissingHeaderAsEmpty", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        alias = "treatMissingHeaderAsEmpty",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub treat_missing_header_as_empty: bool,
 }
 
@@ -68,7 +100,11 @@ pub struct RawStringMatcher {
     #[serde(default, alias = "safeRegex", skip_serializing_if = "Option::is_none")]
     pub safe_regex: Option<RawRegex>,
     /// Compare ASCII case-insensitively (not for regexes).
-    #[serde(default, alias = "ignoreCase", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        alias = "ignoreCase",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub ignore_case: bool,
 }
 
@@ -128,7 +164,10 @@ impl HeaderMatcher {
         let name = match HeaderName::from_bytes(raw.name.as_bytes()) {
             Ok(n) => n,
             Err(_) => {
-                problems.push(join(path, "name"), format!("`{}` is not a valid header name", raw.name));
+                problems.push(
+                    join(path, "name"),
+                    format!("`{}` is not a valid header name", raw.name),
+                );
                 return None;
             }
         };
@@ -165,12 +204,19 @@ impl HeaderMatcher {
                 }
             }
             if n != 1 {
-                problems.push(sub, "set exactly one of exact, prefix, suffix, contains, safe_regex");
+                problems.push(
+                    sub,
+                    "set exactly one of exact, prefix, suffix, contains, safe_regex",
+                );
                 return None;
             }
         }
         for (v, field, make) in [
-            (&raw.exact_match, "exact_match", ValueMatch::Exact as fn(String) -> ValueMatch),
+            (
+                &raw.exact_match,
+                "exact_match",
+                ValueMatch::Exact as fn(String) -> ValueMatch,
+            ),
             (&raw.prefix_match, "prefix_match", ValueMatch::Prefix),
             (&raw.suffix_match, "suffix_match", ValueMatch::Suffix),
             (&raw.contains_match, "contains_match", ValueMatch::Contains),
@@ -193,7 +239,10 @@ impl HeaderMatcher {
             1 => forms.pop().map(|(_, m)| m)?,
             _ => {
                 let names: Vec<&str> = forms.iter().map(|(f, _)| *f).collect();
-                problems.push(path, format!("set only one way to match, not {}", names.join(" and ")));
+                problems.push(
+                    path,
+                    format!("set only one way to match, not {}", names.join(" and ")),
+                );
                 return None;
             }
         };
@@ -235,7 +284,13 @@ impl HeaderMatcher {
     }
 
     fn compare(&self, value: &str) -> bool {
-        let eq = |a: &str, b: &str| if self.ignore_case { a.eq_ignore_ascii_case(b) } else { a == b };
+        let eq = |a: &str, b: &str| {
+            if self.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
         match &self.value {
             ValueMatch::Exact(want) => eq(value, want),
             ValueMatch::Prefix(p) => value.len() >= p.len() && eq(&value[..p.len()], p),
@@ -258,7 +313,11 @@ impl HeaderMatcher {
 }
 
 /// Validates a list of raw matchers found at `path`.
-pub fn header_matchers(raw: &[RawHeaderMatcher], path: &str, problems: &mut Problems) -> Vec<HeaderMatcher> {
+pub fn header_matchers(
+    raw: &[RawHeaderMatcher],
+    path: &str,
+    problems: &mut Problems,
+) -> Vec<HeaderMatcher> {
     raw.iter()
         .enumerate()
         .filter_map(|(i, m)| HeaderMatcher::from_raw(m, &crate::source::index(path, i), problems))
@@ -280,7 +339,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -295,7 +357,10 @@ mod tests {
         assert!(m.matches(&headers(&[("x-v", "v1.2")])));
         let m = matcher(r#"{"name":"x-v","safe_regex_match":{"regex":"v[0-9]+"}}"#);
         assert!(m.matches(&headers(&[("x-v", "v12")])));
-        assert!(!m.matches(&headers(&[("x-v", "v12x")])), "regex must match the whole value");
+        assert!(
+            !m.matches(&headers(&[("x-v", "v12x")])),
+            "regex must match the whole value"
+        );
         let m = matcher(r#"{"name":"x-v"}"#);
         assert!(m.matches(&headers(&[("x-v", "")])));
         assert!(!m.matches(&headers(&[])));
@@ -308,7 +373,10 @@ mod tests {
         let m = matcher(r#"{"name":"x-v","exact_match":"a","invert_match":true}"#);
         assert!(m.matches(&headers(&[("x-v", "b")])));
         assert!(!m.matches(&headers(&[("x-v", "a")])));
-        assert!(!m.matches(&headers(&[])), "a missing header does not match an inverted exact");
+        assert!(
+            !m.matches(&headers(&[])),
+            "a missing header does not match an inverted exact"
+        );
         let m = matcher(r#"{"name":"x-v","exact_match":"","treat_missing_header_as_empty":true}"#);
         assert!(m.matches(&headers(&[])));
     }

@@ -13,7 +13,10 @@ pub mod percent;
 pub mod proxy;
 pub mod source;
 
-pub use fault::{Abort, AbortSource, Delay, DelaySource, FaultForm, HttpFault, Lifetime, RateLimit, RateLimitSource};
+pub use fault::{
+    Abort, AbortSource, Delay, DelaySource, FaultForm, HttpFault, Lifetime, RateLimit,
+    RateLimitSource,
+};
 pub use percent::{Denominator, FractionalPercent};
 pub use proxy::{Cluster, Listener, ProxyConfig, Route, UpstreamProtocol};
 pub use source::{ConfigError, Diagnostic, Document, Problems};

@@ -67,7 +67,9 @@ impl<'de> Deserialize<'de> for Denominator {
                 Some(2) => Ok(Denominator::Million),
                 _ => Err(serde::de::Error::custom(format!("unknown denominator {n}"))),
             },
-            _ => Err(serde::de::Error::custom("denominator must be HUNDRED, TEN_THOUSAND or MILLION")),
+            _ => Err(serde::de::Error::custom(
+                "denominator must be HUNDRED, TEN_THOUSAND or MILLION",
+            )),
         }
     }
 }
@@ -84,16 +86,25 @@ pub struct FractionalPercent {
 
 impl FractionalPercent {
     /// Always (100/100).
-    pub const ALWAYS: Self = Self { numerator: 100, denominator: Denominator::Hundred };
+    pub const ALWAYS: Self = Self {
+        numerator: 100,
+        denominator: Denominator::Hundred,
+    };
     /// Never (0/100).
-    pub const NEVER: Self = Self { numerator: 0, denominator: Denominator::Hundred };
+    pub const NEVER: Self = Self {
+        numerator: 0,
+        denominator: Denominator::Hundred,
+    };
 
     /// A percentage in 0–100 as a double, mapped onto a MILLION denominator like istiod does.
     pub fn from_percent(value: f64) -> Result<Self, String> {
         if !(0.0..=100.0).contains(&value) {
             return Err(format!("percentage {value} is outside 0-100"));
         }
-        Ok(Self { numerator: (value * 10_000.0).round() as u32, denominator: Denominator::Million })
+        Ok(Self {
+            numerator: (value * 10_000.0).round() as u32,
+            denominator: Denominator::Million,
+        })
     }
 
     /// Whether a random draw hits: `random % 1_000_000 < numerator` scaled to millionths.
@@ -111,7 +122,10 @@ impl FractionalPercent {
     /// `x-envoy-fault-*-percentage` headers: a caller can lower the configured percentage, never
     /// raise it).
     pub fn capped(self, numerator: u32) -> Self {
-        Self { numerator: numerator.min(self.numerator), denominator: self.denominator }
+        Self {
+            numerator: numerator.min(self.numerator),
+            denominator: self.denominator,
+        }
     }
 
     /// The probability as a fraction in [0, 1].
@@ -126,11 +140,17 @@ mod tests {
 
     #[test]
     fn envoy_rule() {
-        let p = FractionalPercent { numerator: 10, denominator: Denominator::Hundred };
+        let p = FractionalPercent {
+            numerator: 10,
+            denominator: Denominator::Hundred,
+        };
         assert!(p.hits(99_999));
         assert!(!p.hits(100_000));
         assert!(p.hits(1_099_999));
-        let over = FractionalPercent { numerator: 150, denominator: Denominator::Hundred };
+        let over = FractionalPercent {
+            numerator: 150,
+            denominator: Denominator::Hundred,
+        };
         assert!((0..1000).all(|r| over.hits(r)));
     }
 
@@ -143,7 +163,10 @@ mod tests {
 
     #[test]
     fn header_can_only_lower() {
-        let p = FractionalPercent { numerator: 50, denominator: Denominator::TenThousand };
+        let p = FractionalPercent {
+            numerator: 50,
+            denominator: Denominator::TenThousand,
+        };
         assert_eq!(p.capped(80).numerator, 50);
         assert_eq!(p.capped(20).numerator, 20);
     }
@@ -153,7 +176,8 @@ mod tests {
         let p: FractionalPercent =
             serde_json::from_str(r#"{"numerator": 1, "denominator": "TEN_THOUSAND"}"#).unwrap();
         assert_eq!(p.denominator, Denominator::TenThousand);
-        let p: FractionalPercent = serde_json::from_str(r#"{"numerator": 1, "denominator": 2}"#).unwrap();
+        let p: FractionalPercent =
+            serde_json::from_str(r#"{"numerator": 1, "denominator": 2}"#).unwrap();
         assert_eq!(p.denominator, Denominator::Million);
         let p: FractionalPercent = serde_json::from_str(r#"{"numerator": 1}"#).unwrap();
         assert_eq!(p.denominator, Denominator::Hundred);

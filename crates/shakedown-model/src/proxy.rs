@@ -274,7 +274,9 @@ impl HostMatch {
         match self {
             HostMatch::Any => true,
             HostMatch::Exact(h) => host == h,
-            HostMatch::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostMatch::Wildcard(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
         }
     }
 }
@@ -323,21 +325,31 @@ impl ProxyConfig {
             .enumerate()
             .filter_map(|(i, c)| cluster(c, &index("clusters", i), &mut problems))
             .collect();
-        unique(raw.clusters.iter().map(|c| c.name.as_str()), "clusters", &mut problems);
+        unique(
+            raw.clusters.iter().map(|c| c.name.as_str()),
+            "clusters",
+            &mut problems,
+        );
         let cluster_names: HashSet<&str> = raw.clusters.iter().map(|c| c.name.as_str()).collect();
 
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
             let path = index("listeners", i);
             if !valid_name(&l.name) {
-                problems.push(join(&path, "name"), format!("`{}` is not a valid name", l.name));
+                problems.push(
+                    join(&path, "name"),
+                    format!("`{}` is not a valid name", l.name),
+                );
             }
             let address = socket_addr(&l.address, &join(&path, "address"), &mut problems);
             let mut routes = Vec::new();
             for (j, r) in l.routes.iter().enumerate() {
                 let rpath = index(&join(&path, "routes"), j);
                 if !cluster_names.contains(r.cluster.as_str()) {
-                    problems.push(join(&rpath, "cluster"), unknown("cluster", &r.cluster, &cluster_names));
+                    problems.push(
+                        join(&rpath, "cluster"),
+                        unknown("cluster", &r.cluster, &cluster_names),
+                    );
                 }
                 if let Some(route) = route(r, &rpath, &format!("{}/{j}", l.name), &mut problems) {
                     routes.push(route);
@@ -355,15 +367,26 @@ impl ProxyConfig {
                 });
             }
         }
-        unique(raw.listeners.iter().map(|l| l.name.as_str()), "listeners", &mut problems);
+        unique(
+            raw.listeners.iter().map(|l| l.name.as_str()),
+            "listeners",
+            &mut problems,
+        );
+        // Port 0 means "any free port": never a clash.
         let mut seen = HashSet::new();
         for (i, l) in listeners.iter().enumerate() {
-            if !seen.insert(l.address) {
-                problems.push(join(&index("listeners", i), "address"), format!("{} is used by another listener", l.address));
+            if l.address.port() != 0 && !seen.insert(l.address) {
+                problems.push(
+                    join(&index("listeners", i), "address"),
+                    format!("{} is used by another listener", l.address),
+                );
             }
         }
-        if admin.is_some_and(|a| seen.contains(&a)) {
-            problems.push("admin.address", "the admin address is also a listener address");
+        if admin.is_some_and(|a| a.port() != 0 && seen.contains(&a)) {
+            problems.push(
+                "admin.address",
+                "the admin address is also a listener address",
+            );
         }
 
         let listener_names: HashSet<&str> = raw.listeners.iter().map(|l| l.name.as_str()).collect();
@@ -371,11 +394,21 @@ impl ProxyConfig {
         for (i, f) in raw.faults.iter().enumerate() {
             let path = index("faults", i);
             if let Some(fault) = HttpFault::from_raw(f, &path, None, &mut problems) {
-                check_fault_refs(&fault, &path, &listener_names, &cluster_names, &mut problems);
+                check_fault_refs(
+                    &fault,
+                    &path,
+                    &listener_names,
+                    &cluster_names,
+                    &mut problems,
+                );
                 faults.push(fault);
             }
         }
-        unique(raw.faults.iter().filter_map(|f| f.name.as_deref()), "faults", &mut problems);
+        unique(
+            raw.faults.iter().filter_map(|f| f.name.as_deref()),
+            "faults",
+            &mut problems,
+        );
 
         if !problems.is_empty() {
             return Err(problems);
@@ -403,12 +436,19 @@ pub fn check_fault_refs(
 ) {
     for (k, l) in fault.listeners.iter().enumerate() {
         if !listeners.contains(l.as_str()) {
-            problems.push(index(&join(path, "listeners"), k), unknown("listener", l, listeners));
+            problems.push(
+                index(&join(path, "listeners"), k),
+                unknown("listener", l, listeners),
+            );
         }
     }
     if let Some(c) = &fault.upstream_cluster {
         if !clusters.contains(c.as_str()) {
-            let field = if fault.form == crate::fault::FaultForm::Envoy { "envoy.upstream_cluster" } else { "upstream_cluster" };
+            let field = if fault.form == crate::fault::FaultForm::Envoy {
+                "envoy.upstream_cluster"
+            } else {
+                "upstream_cluster"
+            };
             problems.push(join(path, field), unknown("cluster", c, clusters));
         }
     }
@@ -417,14 +457,24 @@ pub fn check_fault_refs(
 fn unknown(kind: &str, name: &str, known: &HashSet<&str>) -> String {
     let mut known: Vec<&str> = known.iter().copied().collect();
     known.sort_unstable();
-    format!("no {kind} named `{name}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") })
+    format!(
+        "no {kind} named `{name}` (known: {})",
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
+    )
 }
 
 fn unique<'a>(names: impl Iterator<Item = &'a str>, what: &str, problems: &mut Problems) {
     let mut seen = HashSet::new();
     for (i, n) in names.enumerate() {
         if !seen.insert(n) {
-            problems.push(join(&index(what, i), "name"), format!("`{n}` is defined twice"));
+            problems.push(
+                join(&index(what, i), "name"),
+                format!("`{n}` is defined twice"),
+            );
         }
     }
 }
@@ -433,7 +483,10 @@ fn socket_addr(text: &str, path: &str, problems: &mut Problems) -> Option<Socket
     match text.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            problems.push(path, format!("`{text}` is not an ip:port address (e.g. 127.0.0.1:10000)"));
+            problems.push(
+                path,
+                format!("`{text}` is not an ip:port address (e.g. 127.0.0.1:10000)"),
+            );
             None
         }
     }
@@ -441,16 +494,25 @@ fn socket_addr(text: &str, path: &str, problems: &mut Problems) -> Option<Socket
 
 fn cluster(raw: &RawCluster, path: &str, problems: &mut Problems) -> Option<Cluster> {
     if !valid_name(&raw.name) {
-        problems.push(join(path, "name"), format!("`{}` is not a valid name", raw.name));
+        problems.push(
+            join(path, "name"),
+            format!("`{}` is not a valid name", raw.name),
+        );
     }
     if raw.endpoints.is_empty() {
-        problems.push(join(path, "endpoints"), "a cluster needs at least one endpoint");
+        problems.push(
+            join(path, "endpoints"),
+            "a cluster needs at least one endpoint",
+        );
     }
     let mut endpoints = Vec::new();
     for (i, e) in raw.endpoints.iter().enumerate() {
         match e.parse::<Authority>() {
             Ok(a) if a.port_u16().is_some() => endpoints.push(a),
-            _ => problems.push(index(&join(path, "endpoints"), i), format!("`{e}` is not host:port")),
+            _ => problems.push(
+                index(&join(path, "endpoints"), i),
+                format!("`{e}` is not host:port"),
+            ),
         }
     }
     let connect_timeout = match &raw.connect_timeout {
@@ -467,10 +529,16 @@ fn cluster(raw: &RawCluster, path: &str, problems: &mut Problems) -> Option<Clus
             }
         },
     };
-    let port = endpoints.first().and_then(Authority::port_u16).unwrap_or(80);
+    let port = endpoints
+        .first()
+        .and_then(Authority::port_u16)
+        .unwrap_or(80);
     Some(Cluster {
         name: raw.name.clone(),
-        stat_name: raw.stat_name.clone().unwrap_or_else(|| format!("outbound|{port}||{}", raw.name)),
+        stat_name: raw
+            .stat_name
+            .clone()
+            .unwrap_or_else(|| format!("outbound|{port}||{}", raw.name)),
         endpoints,
         protocol: raw.protocol.unwrap_or_default(),
         connect_timeout,
@@ -480,7 +548,10 @@ fn cluster(raw: &RawCluster, path: &str, problems: &mut Problems) -> Option<Clus
 fn route(raw: &RawRoute, path: &str, default_name: &str, problems: &mut Problems) -> Option<Route> {
     let m = &raw.matcher;
     let mpath = join(path, "match");
-    let forms = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some()].iter().filter(|b| **b).count();
+    let forms = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     let path_match = match (&m.prefix, &m.path, &m.safe_regex) {
         _ if forms > 1 => {
             problems.push(&mpath, "set only one of `prefix`, `path` and `safe_regex`");
@@ -525,7 +596,12 @@ fn route(raw: &RawRoute, path: &str, default_name: &str, problems: &mut Problems
     let connect_retries = match &raw.retries {
         None => 0,
         Some(r) => {
-            for cond in r.retry_on.as_deref().unwrap_or("connect-failure").split(',') {
+            for cond in r
+                .retry_on
+                .as_deref()
+                .unwrap_or("connect-failure")
+                .split(',')
+            {
                 let cond = cond.trim();
                 if cond != "connect-failure" {
                     problems.push(
@@ -586,24 +662,47 @@ faults:
         let err = ProxyConfig::load("p.yaml", &bad).unwrap_err();
         let text = err.to_string();
         assert_eq!(err.diagnostics.len(), 3, "{text}");
-        assert!(text.contains("p.yaml:3:14: listeners[0].address: `localhost` is not an ip:port"), "{text}");
-        assert!(text.contains("p.yaml:6:18: listeners[0].routes[0].cluster: no cluster named `nope` (known: rec)"), "{text}");
-        assert!(text.contains("p.yaml:12:26: faults[0].abort.http_status: 700 is not in [200, 600)"), "{text}");
+        assert!(
+            text.contains("p.yaml:3:14: listeners[0].address: `localhost` is not an ip:port"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "p.yaml:6:18: listeners[0].routes[0].cluster: no cluster named `nope` (known: rec)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.yaml:12:26: faults[0].abort.http_status: 700 is not in [200, 600)"),
+            "{text}"
+        );
     }
 
     #[test]
     fn fault_references_are_checked() {
-        let bad = GOOD.replace("  - name: flaky\n", "  - name: flaky\n    upstream_cluster: ghost\n    listeners: [inbound]\n");
+        let bad = GOOD.replace(
+            "  - name: flaky\n",
+            "  - name: flaky\n    upstream_cluster: ghost\n    listeners: [inbound]\n",
+        );
         let text = ProxyConfig::load("p.yaml", &bad).unwrap_err().to_string();
-        assert!(text.contains("faults[0].upstream_cluster: no cluster named `ghost`"), "{text}");
-        assert!(text.contains("faults[0].listeners[0]: no listener named `inbound`"), "{text}");
+        assert!(
+            text.contains("faults[0].upstream_cluster: no cluster named `ghost`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("faults[0].listeners[0]: no listener named `inbound`"),
+            "{text}"
+        );
     }
 
     #[test]
     fn duplicates_are_rejected() {
         let bad = GOOD.replace("clusters:\n  - name: rec\n    endpoints: [127.0.0.1:8080]\n", "clusters:\n  - name: rec\n    endpoints: [127.0.0.1:8080]\n  - name: rec\n    endpoints: [127.0.0.1:8081]\n");
         let text = ProxyConfig::load("p.yaml", &bad).unwrap_err().to_string();
-        assert!(text.contains("clusters[1].name: `rec` is defined twice"), "{text}");
+        assert!(
+            text.contains("clusters[1].name: `rec` is defined twice"),
+            "{text}"
+        );
     }
 
     #[test]

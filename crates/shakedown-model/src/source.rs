@@ -81,7 +81,12 @@ impl Document {
     pub fn parse(origin: &str, text: &str) -> Result<Self, ConfigError> {
         let docs = MarkedYaml::load_from_str(text).map_err(|e| {
             let m = e.marker();
-            single(origin, Some(location(m.line(), m.col())), "", e.info().to_string())
+            single(
+                origin,
+                Some(location(m.line(), m.col())),
+                "",
+                e.info().to_string(),
+            )
         })?;
         let mut spans = HashMap::new();
         let value = match docs.into_iter().next() {
@@ -90,17 +95,27 @@ impl Document {
                 let mut errors = Vec::new();
                 let v = convert(&root, String::new(), &mut spans, &mut errors, origin);
                 if !errors.is_empty() {
-                    return Err(ConfigError { diagnostics: errors });
+                    return Err(ConfigError {
+                        diagnostics: errors,
+                    });
                 }
                 v
             }
         };
-        Ok(Self { origin: origin.to_owned(), value, spans })
+        Ok(Self {
+            origin: origin.to_owned(),
+            value,
+            spans,
+        })
     }
 
     /// Wraps an already-parsed JSON value (e.g. an API body); errors then name paths only.
     pub fn from_value(origin: &str, value: Value) -> Self {
-        Self { origin: origin.to_owned(), value, spans: HashMap::new() }
+        Self {
+            origin: origin.to_owned(),
+            value,
+            spans: HashMap::new(),
+        }
     }
 
     /// The document as a JSON value.
@@ -120,7 +135,9 @@ impl Document {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
             let message = e.into_inner().to_string();
-            ConfigError { diagnostics: vec![self.diagnostic(&path, message)] }
+            ConfigError {
+                diagnostics: vec![self.diagnostic(&path, message)],
+            }
         })
     }
 
@@ -136,8 +153,10 @@ impl Document {
 
     /// Turns validation problems (path + message) into a located error, in document order.
     pub fn errors(&self, problems: Vec<Problem>) -> ConfigError {
-        let mut diagnostics: Vec<Diagnostic> =
-            problems.into_iter().map(|p| self.diagnostic(&p.path, p.message)).collect();
+        let mut diagnostics: Vec<Diagnostic> = problems
+            .into_iter()
+            .map(|p| self.diagnostic(&p.path, p.message))
+            .collect();
         diagnostics.sort_by_key(|d| d.location.map(|l| (l.line, l.column)));
         ConfigError { diagnostics }
     }
@@ -176,7 +195,10 @@ pub struct Problems {
 impl Problems {
     /// Records a problem at `path`.
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.list.push(Problem { path: path.into(), message: message.into() });
+        self.list.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     /// How many problems were recorded.
@@ -197,7 +219,11 @@ impl Problems {
 
 /// Joins a parent path and a field name the way `serde_path_to_error` prints paths.
 pub fn join(parent: &str, field: &str) -> String {
-    if parent.is_empty() { field.to_owned() } else { format!("{parent}.{field}") }
+    if parent.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
 }
 
 /// Joins a parent path and a sequence index.
@@ -206,7 +232,10 @@ pub fn index(parent: &str, i: usize) -> String {
 }
 
 fn location(line: usize, col0: usize) -> Location {
-    Location { line, column: col0 + 1 }
+    Location {
+        line,
+        column: col0 + 1,
+    }
 }
 
 fn single(origin: &str, location: Option<Location>, path: &str, message: String) -> ConfigError {
@@ -335,8 +364,18 @@ mod tests {
         let err = doc.deserialize::<Outer>().unwrap_err();
         let d = &err.diagnostics[0];
         assert_eq!(d.path, "items[1].code");
-        assert_eq!(d.location, Some(Location { line: 3, column: 11 }));
-        assert!(err.to_string().starts_with("f.yaml:3:11: items[1].code: invalid type"), "{err}");
+        assert_eq!(
+            d.location,
+            Some(Location {
+                line: 3,
+                column: 11
+            })
+        );
+        assert!(
+            err.to_string()
+                .starts_with("f.yaml:3:11: items[1].code: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -344,7 +383,11 @@ mod tests {
         let doc = Document::parse("f.yaml", "items:\n  - code: 200\n    colour: red\n").unwrap();
         let err = doc.deserialize::<Outer>().unwrap_err();
         assert!(err.to_string().contains("unknown field `colour`"), "{err}");
-        assert_eq!(err.diagnostics[0].location.map(|l| l.line), Some(3), "points at the unknown key");
+        assert_eq!(
+            err.diagnostics[0].location.map(|l| l.line),
+            Some(3),
+            "points at the unknown key"
+        );
     }
 
     #[test]

@@ -14,10 +14,13 @@ use crate::duration::{format_duration, parse_duration};
 use crate::header_match::{HeaderMatcher, header_matchers};
 use crate::percent::FractionalPercent;
 use crate::source::{Problems, join};
-use raw::{RawAbort, RawDelay, RawEnvoyFault, RawFault, RawIstioFault, RawPercentage, RawRateLimit};
+use raw::{
+    RawAbort, RawDelay, RawEnvoyFault, RawFault, RawIstioFault, RawPercentage, RawRateLimit,
+};
 
 /// The Envoy type URL of the fault filter config.
-pub const HTTP_FAULT_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+pub const HTTP_FAULT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 
 /// Which form a fault was written in (kept for display; behaviour does not depend on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,18 +148,30 @@ struct Dialect {
     default_percentage: FractionalPercent,
 }
 
-const NATIVE: Dialect = Dialect { default_percentage: FractionalPercent::ALWAYS };
-const ENVOY: Dialect = Dialect { default_percentage: FractionalPercent::NEVER };
+const NATIVE: Dialect = Dialect {
+    default_percentage: FractionalPercent::ALWAYS,
+};
+const ENVOY: Dialect = Dialect {
+    default_percentage: FractionalPercent::NEVER,
+};
 
 impl HttpFault {
     /// Validates a raw fault found at `path`. `name` overrides the body's name (the API takes
     /// it from the URL). Cross-references (listeners, clusters) are checked by the caller, who
     /// knows what exists.
-    pub fn from_raw(raw: &RawFault, path: &str, name: Option<&str>, problems: &mut Problems) -> Option<Self> {
+    pub fn from_raw(
+        raw: &RawFault,
+        path: &str,
+        name: Option<&str>,
+        problems: &mut Problems,
+    ) -> Option<Self> {
         let before = problems_len(problems);
         let name = match (name, &raw.name) {
             (Some(url), Some(body)) if url != body => {
-                problems.push(join(path, "name"), format!("body names `{body}` but the URL names `{url}`"));
+                problems.push(
+                    join(path, "name"),
+                    format!("body names `{body}` but the URL names `{url}`"),
+                );
                 url.to_owned()
             }
             (Some(n), _) => n.to_owned(),
@@ -167,7 +182,10 @@ impl HttpFault {
             }
         };
         if !name.is_empty() && !valid_name(&name) {
-            problems.push(join(path, "name"), format!("`{name}` is not a valid name (use letters, digits, `-`, `_`, `.`)"));
+            problems.push(
+                join(path, "name"),
+                format!("`{name}` is not a valid name (use letters, digits, `-`, `_`, `.`)"),
+            );
         }
         let lifetime = lifetime(raw, path, problems);
 
@@ -175,7 +193,10 @@ impl HttpFault {
             || raw.abort.is_some()
             || raw.response_rate_limit.is_some()
             || !raw.downstream_nodes.is_empty();
-        let forms = [native_used, raw.envoy.is_some(), raw.istio.is_some()].iter().filter(|b| **b).count();
+        let forms = [native_used, raw.envoy.is_some(), raw.istio.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
         if forms != 1 {
             problems.push(
                 path,
@@ -211,7 +232,10 @@ impl HttpFault {
                 ("max_active_faults", raw.max_active_faults.is_some()),
             ] {
                 if set {
-                    problems.push(join(path, field), format!("set `{field}` inside the `envoy:` body, where Envoy has it"));
+                    problems.push(
+                        join(path, field),
+                        format!("set `{field}` inside the `envoy:` body, where Envoy has it"),
+                    );
                 }
             }
             envoy_body(envoy, &epath, &mut fault, problems);
@@ -219,8 +243,14 @@ impl HttpFault {
             fault.form = FaultForm::Istio;
             istio_body(istio, &join(path, "istio"), &mut fault, problems);
         } else {
-            fault.delay = raw.delay.as_ref().and_then(|d| delay(d, &join(path, "delay"), NATIVE, problems));
-            fault.abort = raw.abort.as_ref().and_then(|a| abort(a, &join(path, "abort"), NATIVE, problems));
+            fault.delay = raw
+                .delay
+                .as_ref()
+                .and_then(|d| delay(d, &join(path, "delay"), NATIVE, problems));
+            fault.abort = raw
+                .abort
+                .as_ref()
+                .and_then(|a| abort(a, &join(path, "abort"), NATIVE, problems));
             fault.response_rate_limit = raw
                 .response_rate_limit
                 .as_ref()
@@ -257,7 +287,10 @@ impl HttpFault {
             out.insert("upstream_cluster".into(), c.clone().into());
         }
         if !self.headers.is_empty() {
-            out.insert("headers".into(), json!(self.headers.iter().map(|h| h.raw()).collect::<Vec<_>>()));
+            out.insert(
+                "headers".into(),
+                json!(self.headers.iter().map(|h| h.raw()).collect::<Vec<_>>()),
+            );
         }
         if !self.downstream_nodes.is_empty() {
             out.insert("downstream_nodes".into(), json!(self.downstream_nodes));
@@ -268,7 +301,9 @@ impl HttpFault {
         if let Some(r) = &self.response_rate_limit {
             let mut m = serde_json::Map::new();
             match r.source {
-                RateLimitSource::Fixed(k) => m.insert("fixed_limit".into(), json!({ "limit_kbps": k })),
+                RateLimitSource::Fixed(k) => {
+                    m.insert("fixed_limit".into(), json!({ "limit_kbps": k }))
+                }
                 RateLimitSource::Header => m.insert("header_limit".into(), json!({})),
             };
             m.insert("percentage".into(), json!(r.percentage));
@@ -283,7 +318,8 @@ impl HttpFault {
     /// Whether two faults behave the same, ignoring name, form, lifetime and how a percentage
     /// was spelled (`10/HUNDRED` = `100000/MILLION`).
     pub fn same_behaviour(&self, other: &Self) -> bool {
-        self.normalized().to_envoy_json() == other.normalized().to_envoy_json() && self.listeners == other.listeners
+        self.normalized().to_envoy_json() == other.normalized().to_envoy_json()
+            && self.listeners == other.listeners
     }
 
     fn normalized(&self) -> Self {
@@ -309,7 +345,9 @@ impl HttpFault {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn problems_len(p: &Problems) -> usize {
@@ -336,7 +374,10 @@ fn lifetime(raw: &RawFault, path: &str, problems: &mut Problems) -> Lifetime {
         (None, Some(at)) => match humantime::parse_rfc3339_weak(at) {
             Ok(t) => Lifetime::Until(t),
             Err(e) => {
-                problems.push(join(path, "expires_at"), format!("`{at}` is not an RFC 3339 time: {e}"));
+                problems.push(
+                    join(path, "expires_at"),
+                    format!("`{at}` is not an RFC 3339 time: {e}"),
+                );
                 Lifetime::Unlimited
             }
         },
@@ -344,14 +385,21 @@ fn lifetime(raw: &RawFault, path: &str, problems: &mut Problems) -> Lifetime {
     }
 }
 
-fn percentage(raw: Option<&RawPercentage>, path: &str, dialect: Dialect, problems: &mut Problems) -> FractionalPercent {
+fn percentage(
+    raw: Option<&RawPercentage>,
+    path: &str,
+    dialect: Dialect,
+    problems: &mut Problems,
+) -> FractionalPercent {
     match raw {
         None => dialect.default_percentage,
         Some(RawPercentage::Fraction(f)) => *f,
-        Some(RawPercentage::Percent(p)) => FractionalPercent::from_percent(*p).unwrap_or_else(|e| {
-            problems.push(join(path, "percentage"), e);
-            FractionalPercent::NEVER
-        }),
+        Some(RawPercentage::Percent(p)) => {
+            FractionalPercent::from_percent(*p).unwrap_or_else(|e| {
+                problems.push(join(path, "percentage"), e);
+                FractionalPercent::NEVER
+            })
+        }
     }
 }
 
@@ -361,7 +409,10 @@ fn delay(raw: &RawDelay, path: &str, dialect: Dialect, problems: &mut Problems) 
         (Some(d), None) => match parse_duration(d) {
             Ok(d) if d > Duration::ZERO => DelaySource::Fixed(d),
             Ok(_) => {
-                problems.push(join(path, "fixed_delay"), "fixed_delay must be greater than 0");
+                problems.push(
+                    join(path, "fixed_delay"),
+                    "fixed_delay must be greater than 0",
+                );
                 return None;
             }
             Err(e) => {
@@ -383,7 +434,10 @@ fn abort(raw: &RawAbort, path: &str, dialect: Dialect, problems: &mut Problems) 
     let source = match (raw.http_status, raw.grpc_status, &raw.header_abort) {
         (Some(s), None, None) => {
             if !(200..600).contains(&s) {
-                problems.push(join(path, "http_status"), format!("{s} is not in [200, 600)"));
+                problems.push(
+                    join(path, "http_status"),
+                    format!("{s} is not in [200, 600)"),
+                );
                 return None;
             }
             AbortSource::Http(s as u16)
@@ -391,19 +445,30 @@ fn abort(raw: &RawAbort, path: &str, dialect: Dialect, problems: &mut Problems) 
         (None, Some(g), None) => AbortSource::Grpc(g),
         (None, None, Some(_)) => AbortSource::Header,
         _ => {
-            problems.push(path, "set exactly one of `http_status`, `grpc_status` and `header_abort`");
+            problems.push(
+                path,
+                "set exactly one of `http_status`, `grpc_status` and `header_abort`",
+            );
             return None;
         }
     };
     Some(Abort { source, percentage })
 }
 
-fn rate_limit(raw: &RawRateLimit, path: &str, dialect: Dialect, problems: &mut Problems) -> Option<RateLimit> {
+fn rate_limit(
+    raw: &RawRateLimit,
+    path: &str,
+    dialect: Dialect,
+    problems: &mut Problems,
+) -> Option<RateLimit> {
     let percentage = percentage(raw.percentage.as_ref(), path, dialect, problems);
     let source = match (&raw.fixed_limit, &raw.header_limit) {
         (Some(f), None) => {
             if f.limit_kbps < 1 {
-                problems.push(join(path, "fixed_limit.limit_kbps"), "limit_kbps must be at least 1");
+                problems.push(
+                    join(path, "fixed_limit.limit_kbps"),
+                    "limit_kbps must be at least 1",
+                );
                 return None;
             }
             RateLimitSource::Fixed(f.limit_kbps)
@@ -421,7 +486,10 @@ fn envoy_body(raw: &RawEnvoyFault, path: &str, fault: &mut HttpFault, problems: 
     if let Some(inner) = &raw.typed_config {
         if let Some(name) = &raw.name {
             if name != "envoy.filters.http.fault" && name != "envoy.fault" {
-                problems.push(join(path, "name"), format!("`{name}` is not the fault filter (envoy.filters.http.fault)"));
+                problems.push(
+                    join(path, "name"),
+                    format!("`{name}` is not the fault filter (envoy.filters.http.fault)"),
+                );
             }
         }
         let stray = raw.delay.is_some() || raw.abort.is_some() || raw.response_rate_limit.is_some();
@@ -432,16 +500,30 @@ fn envoy_body(raw: &RawEnvoyFault, path: &str, fault: &mut HttpFault, problems: 
     }
     if let Some(t) = &raw.type_url {
         if t != HTTP_FAULT_TYPE_URL {
-            problems.push(join(path, "@type"), format!("expected {HTTP_FAULT_TYPE_URL}, got {t}"));
+            problems.push(
+                join(path, "@type"),
+                format!("expected {HTTP_FAULT_TYPE_URL}, got {t}"),
+            );
         }
     }
     if raw.delay.is_none() && raw.abort.is_none() && raw.response_rate_limit.is_none() {
-        problems.push(path, "an HTTPFault needs `delay`, `abort` or `response_rate_limit`");
+        problems.push(
+            path,
+            "an HTTPFault needs `delay`, `abort` or `response_rate_limit`",
+        );
     }
-    fault.delay = raw.delay.as_ref().and_then(|d| delay(d, &join(path, "delay"), ENVOY, problems));
-    fault.abort = raw.abort.as_ref().and_then(|a| abort(a, &join(path, "abort"), ENVOY, problems));
-    fault.response_rate_limit =
-        raw.response_rate_limit.as_ref().and_then(|r| rate_limit(r, &join(path, "response_rate_limit"), ENVOY, problems));
+    fault.delay = raw
+        .delay
+        .as_ref()
+        .and_then(|d| delay(d, &join(path, "delay"), ENVOY, problems));
+    fault.abort = raw
+        .abort
+        .as_ref()
+        .and_then(|a| abort(a, &join(path, "abort"), ENVOY, problems));
+    fault.response_rate_limit = raw
+        .response_rate_limit
+        .as_ref()
+        .and_then(|r| rate_limit(r, &join(path, "response_rate_limit"), ENVOY, problems));
     fault.upstream_cluster = raw.upstream_cluster.clone().filter(|c| !c.is_empty());
     fault.headers = header_matchers(&raw.headers, &join(path, "headers"), problems);
     fault.downstream_nodes = raw.downstream_nodes.clone();
@@ -453,14 +535,18 @@ fn istio_body(raw: &RawIstioFault, path: &str, fault: &mut HttpFault, problems: 
     if raw.delay.is_none() && raw.abort.is_none() {
         problems.push(path, "an Istio fault needs `delay` or `abort`");
     }
-    let pct = |p: Option<&raw::RawIstioPercent>, legacy: Option<i32>, path: &str, problems: &mut Problems| match (p, legacy) {
+    let pct = |p: Option<&raw::RawIstioPercent>,
+               legacy: Option<i32>,
+               path: &str,
+               problems: &mut Problems| match (p, legacy) {
         (Some(p), _) => FractionalPercent::from_percent(p.value).unwrap_or_else(|e| {
             problems.push(join(path, "percentage.value"), e);
             FractionalPercent::NEVER
         }),
-        (None, Some(n)) if (0..=100).contains(&n) => {
-            FractionalPercent { numerator: n as u32, denominator: crate::percent::Denominator::Hundred }
-        }
+        (None, Some(n)) if (0..=100).contains(&n) => FractionalPercent {
+            numerator: n as u32,
+            denominator: crate::percent::Denominator::Hundred,
+        },
         (None, Some(n)) => {
             problems.push(join(path, "percent"), format!("{n} is outside 0-100"));
             FractionalPercent::NEVER
@@ -472,14 +558,23 @@ fn istio_body(raw: &RawIstioFault, path: &str, fault: &mut HttpFault, problems: 
         let dpath = join(path, "delay");
         let percentage = pct(d.percentage.as_ref(), d.percent, &dpath, problems);
         if d.exponential_delay.is_some() {
-            problems.push(join(&dpath, "exponentialDelay"), "exponentialDelay is not supported (istiod does not translate it either)");
+            problems.push(
+                join(&dpath, "exponentialDelay"),
+                "exponentialDelay is not supported (istiod does not translate it either)",
+            );
         }
         match &d.fixed_delay {
             Some(t) => match parse_duration(t) {
                 Ok(t) if t >= Duration::from_millis(1) => {
-                    fault.delay = Some(Delay { source: DelaySource::Fixed(t), percentage })
+                    fault.delay = Some(Delay {
+                        source: DelaySource::Fixed(t),
+                        percentage,
+                    })
                 }
-                Ok(_) => problems.push(join(&dpath, "fixedDelay"), "must be a valid duration greater than 1ms"),
+                Ok(_) => problems.push(
+                    join(&dpath, "fixedDelay"),
+                    "must be a valid duration greater than 1ms",
+                ),
                 Err(e) => problems.push(join(&dpath, "fixedDelay"), e),
             },
             None if d.exponential_delay.is_none() => problems.push(&dpath, "missing `fixedDelay`"),
@@ -492,18 +587,27 @@ fn istio_body(raw: &RawIstioFault, path: &str, fault: &mut HttpFault, problems: 
         let source = match (a.http_status, &a.grpc_status, &a.http2_error) {
             (Some(s), None, None) if (200..600).contains(&s) => Some(AbortSource::Http(s as u16)),
             (Some(s), None, None) => {
-                problems.push(join(&apath, "httpStatus"), format!("{s} is not in [200, 600)"));
+                problems.push(
+                    join(&apath, "httpStatus"),
+                    format!("{s} is not in [200, 600)"),
+                );
                 None
             }
             (None, Some(g), None) => match grpc_code(g) {
                 Some(c) => Some(AbortSource::Grpc(c)),
                 None => {
-                    problems.push(join(&apath, "grpcStatus"), format!("`{g}` is not a gRPC status name (e.g. UNAVAILABLE)"));
+                    problems.push(
+                        join(&apath, "grpcStatus"),
+                        format!("`{g}` is not a gRPC status name (e.g. UNAVAILABLE)"),
+                    );
                     None
                 }
             },
             (None, None, Some(_)) => {
-                problems.push(join(&apath, "http2Error"), "http2Error is not supported (istiod does not translate it either)");
+                problems.push(
+                    join(&apath, "http2Error"),
+                    "http2Error is not supported (istiod does not translate it either)",
+                );
                 None
             }
             _ => {

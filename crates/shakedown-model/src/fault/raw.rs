@@ -20,7 +20,10 @@ pub struct Empty {}
 
 /// A percentage: a number in 0–100, or Envoy's `{numerator, denominator}`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(untagged, expecting = "a percentage: a number in 0-100, or {numerator, denominator}")]
+#[serde(
+    untagged,
+    expecting = "a percentage: a number in 0-100, or {numerator, denominator}"
+)]
 pub enum RawPercentage {
     /// Percent, 0–100.
     Percent(f64),
@@ -81,7 +84,11 @@ pub struct RawDelay {
     #[serde(default, alias = "fixedDelay", skip_serializing_if = "Option::is_none")]
     pub fixed_delay: Option<String>,
     /// Delay taken from the `x-envoy-fault-delay-request` header.
-    #[serde(default, alias = "headerDelay", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "headerDelay",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub header_delay: Option<Empty>,
     /// How many requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +109,11 @@ pub struct RawAbort {
     #[serde(default, alias = "grpcStatus", skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<u32>,
     /// Status taken from the `x-envoy-fault-abort-*` headers.
-    #[serde(default, alias = "headerAbort", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "headerAbort",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub header_abort: Option<Empty>,
     /// How many requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,7 +128,11 @@ pub struct RawRateLimit {
     #[serde(default, alias = "fixedLimit", skip_serializing_if = "Option::is_none")]
     pub fixed_limit: Option<RawFixedLimit>,
     /// Limit taken from the `x-envoy-fault-throughput-response` header.
-    #[serde(default, alias = "headerLimit", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "headerLimit",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub header_limit: Option<Empty>,
     /// How many requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,7 +159,11 @@ pub struct RawEnvoyFault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The body of a pasted filter entry.
-    #[serde(default, alias = "typedConfig", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "typedConfig",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub typed_config: Option<Box<RawEnvoyFault>>,
     /// `delay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,43 +172,91 @@ pub struct RawEnvoyFault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<RawAbort>,
     /// `upstream_cluster`.
-    #[serde(default, alias = "upstreamCluster", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "upstreamCluster",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub upstream_cluster: Option<String>,
     /// `headers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<RawHeaderMatcher>,
     /// `downstream_nodes`.
-    #[serde(default, alias = "downstreamNodes", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        alias = "downstreamNodes",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub downstream_nodes: Vec<String>,
     /// `max_active_faults`.
-    #[serde(default, alias = "maxActiveFaults", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "maxActiveFaults",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_active_faults: Option<u32>,
     /// `response_rate_limit`.
-    #[serde(default, alias = "responseRateLimit", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "responseRateLimit",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_rate_limit: Option<RawRateLimit>,
     /// `disable_downstream_cluster_stats`.
-    #[serde(default, alias = "disableDownstreamClusterStats", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        alias = "disableDownstreamClusterStats",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disable_downstream_cluster_stats: bool,
     /// Runtime key overrides. Shakedown has no runtime layer; see [`RawEnvoyFault::runtime_keys`].
-    #[serde(default, alias = "delayPercentRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "delayPercentRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_percent_runtime: Option<String>,
     /// Runtime key override (ignored).
-    #[serde(default, alias = "abortPercentRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "abortPercentRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub abort_percent_runtime: Option<String>,
     /// Runtime key override (ignored).
-    #[serde(default, alias = "delayDurationRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "delayDurationRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_duration_runtime: Option<String>,
     /// Runtime key override (ignored).
-    #[serde(default, alias = "abortHttpStatusRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "abortHttpStatusRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub abort_http_status_runtime: Option<String>,
     /// Runtime key override (ignored).
-    #[serde(default, alias = "maxActiveFaultsRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "maxActiveFaultsRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_active_faults_runtime: Option<String>,
     /// Runtime key override (ignored).
-    #[serde(default, alias = "responseRateLimitPercentRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "responseRateLimitPercentRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub response_rate_limit_percent_runtime: Option<String>,
     /// Runtime key override (ignored).
-    #[serde(default, alias = "abortGrpcStatusRuntime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "abortGrpcStatusRuntime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub abort_grpc_status_runtime: Option<String>,
 }
 
@@ -204,7 +271,10 @@ impl RawEnvoyFault {
             ("delay_duration_runtime", &self.delay_duration_runtime),
             ("abort_http_status_runtime", &self.abort_http_status_runtime),
             ("max_active_faults_runtime", &self.max_active_faults_runtime),
-            ("response_rate_limit_percent_runtime", &self.response_rate_limit_percent_runtime),
+            (
+                "response_rate_limit_percent_runtime",
+                &self.response_rate_limit_percent_runtime,
+            ),
             ("abort_grpc_status_runtime", &self.abort_grpc_status_runtime),
         ]
         .into_iter()

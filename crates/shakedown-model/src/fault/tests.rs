@@ -50,13 +50,19 @@ fn the_three_forms_of_seed_000_mean_the_same_fault() {
     let istio = fault(SEED_000_ISTIO);
     let native = fault(SEED_000_NATIVE);
     for f in [&envoy, &istio, &native] {
-        assert_eq!(f.delay.unwrap().source, DelaySource::Fixed(Duration::from_secs(2)));
+        assert_eq!(
+            f.delay.unwrap().source,
+            DelaySource::Fixed(Duration::from_secs(2))
+        );
         assert!((f.delay.unwrap().percentage.fraction() - 0.70).abs() < 1e-9);
         assert_eq!(f.abort.unwrap().source, AbortSource::Http(503));
         assert!((f.abort.unwrap().percentage.fraction() - 0.10).abs() < 1e-9);
     }
     assert_eq!(envoy.form, FaultForm::Envoy);
-    assert_eq!(istio.abort.unwrap().percentage.denominator, Denominator::Million);
+    assert_eq!(
+        istio.abort.unwrap().percentage.denominator,
+        Denominator::Million
+    );
     assert!(envoy.same_behaviour(&native));
 }
 
@@ -65,9 +71,17 @@ fn unset_percentages_follow_each_form() {
     let native = fault("name: a\nabort: {http_status: 503}\n");
     assert_eq!(native.abort.unwrap().percentage, FractionalPercent::ALWAYS);
     let envoy = fault("name: a\nenvoy: {abort: {http_status: 503}}\n");
-    assert_eq!(envoy.abort.unwrap().percentage.numerator, 0, "Envoy: unset FractionalPercent is 0");
+    assert_eq!(
+        envoy.abort.unwrap().percentage.numerator,
+        0,
+        "Envoy: unset FractionalPercent is 0"
+    );
     let istio = fault("name: a\nistio: {abort: {httpStatus: 503}}\n");
-    assert_eq!(istio.abort.unwrap().percentage.numerator, 0, "Istio: unset percentage aborts nothing");
+    assert_eq!(
+        istio.abort.unwrap().percentage.numerator,
+        0,
+        "Istio: unset percentage aborts nothing"
+    );
     let legacy = fault("name: a\nistio: {delay: {fixedDelay: 1s, percent: 25}}\n");
     assert_eq!(legacy.delay.unwrap().percentage.numerator, 25);
 }
@@ -79,55 +93,118 @@ fn header_controlled_and_rate_limit_forms() {
     );
     assert_eq!(f.abort.unwrap().source, AbortSource::Header);
     assert_eq!(f.delay.unwrap().source, DelaySource::Header);
-    assert_eq!(f.response_rate_limit.unwrap().source, RateLimitSource::Header);
+    assert_eq!(
+        f.response_rate_limit.unwrap().source,
+        RateLimitSource::Header
+    );
     assert_eq!(f.max_active_faults, Some(2));
     let f = fault("name: r\nresponse_rate_limit: {fixed_limit: {limit_kbps: 16}}\n");
-    assert_eq!(f.response_rate_limit.unwrap().source, RateLimitSource::Fixed(16));
+    assert_eq!(
+        f.response_rate_limit.unwrap().source,
+        RateLimitSource::Fixed(16)
+    );
 }
 
 #[test]
 fn grpc_status_forms() {
-    assert_eq!(fault("name: g\nabort: {grpc_status: 14}\n").abort.unwrap().source, AbortSource::Grpc(14));
-    let istio = fault("name: g\nistio: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n");
+    assert_eq!(
+        fault("name: g\nabort: {grpc_status: 14}\n")
+            .abort
+            .unwrap()
+            .source,
+        AbortSource::Grpc(14)
+    );
+    let istio =
+        fault("name: g\nistio: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n");
     assert_eq!(istio.abort.unwrap().source, AbortSource::Grpc(14));
 }
 
 #[test]
 fn bad_values_are_rejected_with_paths() {
     let cases = [
-        ("name: a\nabort: {http_status: 199}\n", "abort.http_status: 199 is not in [200, 600)"),
-        ("name: a\ndelay: {fixed_delay: -1s}\n", "delay.fixed_delay: `-1s` is negative"),
-        ("name: a\ndelay: {fixed_delay: 1s, percentage: 101}\n", "delay.percentage: percentage 101 is outside 0-100"),
-        ("name: a\nabort: {http_status: 503, grpc_status: 14}\n", "set exactly one of `http_status`"),
+        (
+            "name: a\nabort: {http_status: 199}\n",
+            "abort.http_status: 199 is not in [200, 600)",
+        ),
+        (
+            "name: a\ndelay: {fixed_delay: -1s}\n",
+            "delay.fixed_delay: `-1s` is negative",
+        ),
+        (
+            "name: a\ndelay: {fixed_delay: 1s, percentage: 101}\n",
+            "delay.percentage: percentage 101 is outside 0-100",
+        ),
+        (
+            "name: a\nabort: {http_status: 503, grpc_status: 14}\n",
+            "set exactly one of `http_status`",
+        ),
         ("name: a\n", "a fault needs `delay`, `abort`"),
-        ("name: a\nabort: {http_status: 503}\nistio: {abort: {httpStatus: 503}}\n", "in one form"),
-        ("name: a\nistio: {delay: {fixedDelay: five seconds}}\n", "istio.delay.fixedDelay"),
-        ("name: a\nistio: {abort: {grpcStatus: NOPE}}\n", "not a gRPC status name"),
-        ("name: a\nenvoy: {\"@type\": type.googleapis.com/x.Y, abort: {http_status: 503}}\n", "expected type.googleapis.com/envoy"),
-        ("name: a\nabort: {http_status: 503, colour: red}\n", "unknown field `colour`"),
+        (
+            "name: a\nabort: {http_status: 503}\nistio: {abort: {httpStatus: 503}}\n",
+            "in one form",
+        ),
+        (
+            "name: a\nistio: {delay: {fixedDelay: five seconds}}\n",
+            "istio.delay.fixedDelay",
+        ),
+        (
+            "name: a\nistio: {abort: {grpcStatus: NOPE}}\n",
+            "not a gRPC status name",
+        ),
+        (
+            "name: a\nenvoy: {\"@type\": type.googleapis.com/x.Y, abort: {http_status: 503}}\n",
+            "expected type.googleapis.com/envoy",
+        ),
+        (
+            "name: a\nabort: {http_status: 503, colour: red}\n",
+            "unknown field `colour`",
+        ),
         ("name: a b\nabort: {http_status: 503}\n", "not a valid name"),
-        ("name: a\nttl: 0s\nabort: {http_status: 503}\n", "ttl must be greater than 0"),
-        ("name: a\nresponse_rate_limit: {fixed_limit: {limit_kbps: 0}}\n", "limit_kbps must be at least 1"),
+        (
+            "name: a\nttl: 0s\nabort: {http_status: 503}\n",
+            "ttl must be greater than 0",
+        ),
+        (
+            "name: a\nresponse_rate_limit: {fixed_limit: {limit_kbps: 0}}\n",
+            "limit_kbps must be at least 1",
+        ),
     ];
     for (text, want) in cases {
         let err = parse_fault("t.yaml", text, None).unwrap_err().to_string();
-        assert!(err.contains(want), "input {text:?}\n got: {err}\nwant: {want}");
+        assert!(
+            err.contains(want),
+            "input {text:?}\n got: {err}\nwant: {want}"
+        );
         assert!(err.starts_with("t.yaml:"), "{err}");
     }
 }
 
 #[test]
 fn the_url_name_wins_and_must_agree() {
-    let f = parse_fault("<api>", r#"{"abort": {"http_status": 503}}"#, Some("from-url")).unwrap();
+    let f = parse_fault(
+        "<api>",
+        r#"{"abort": {"http_status": 503}}"#,
+        Some("from-url"),
+    )
+    .unwrap();
     assert_eq!(f.name, "from-url");
-    let err = parse_fault("<api>", r#"{"name": "x", "abort": {"http_status": 503}}"#, Some("y")).unwrap_err();
+    let err = parse_fault(
+        "<api>",
+        r#"{"name": "x", "abort": {"http_status": 503}}"#,
+        Some("y"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("URL names `y`"));
 }
 
 #[test]
 fn lifetimes() {
-    assert_eq!(fault("name: a\nttl: 30s\nabort: {http_status: 503}\n").lifetime, Lifetime::Ttl(Duration::from_secs(30)));
-    let until = fault("name: a\nexpires_at: 2030-01-01T00:00:00Z\nabort: {http_status: 503}\n").lifetime;
+    assert_eq!(
+        fault("name: a\nttl: 30s\nabort: {http_status: 503}\n").lifetime,
+        Lifetime::Ttl(Duration::from_secs(30))
+    );
+    let until =
+        fault("name: a\nexpires_at: 2030-01-01T00:00:00Z\nabort: {http_status: 503}\n").lifetime;
     assert!(matches!(until, Lifetime::Until(_)));
 }
 

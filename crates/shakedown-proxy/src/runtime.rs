@@ -1,0 +1,450 @@
+//! The running proxy: listeners, clusters, faults, the admin endpoint, and how a new config is
+//! applied without dropping connections.
+//!
+//! A config is applied in two phases. First everything that can fail is done on the side: new
+//! listeners are bound, new clusters built, route stacks assembled. Only if all of it worked is
+//! the result committed — route tables sent to running listeners, new listeners started, removed
+//! ones drained, file faults replaced — so a rejected reload leaves the running config serving.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use shakedown_model::{ConfigError, ProxyConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::access_log::AccessLog;
+use crate::admin;
+use crate::fault::FaultStore;
+use crate::listener::{self, ListenerHandle, RouteEntry, RouteTable};
+use crate::metrics::ProxyStats;
+use crate::stack::route_stack;
+use crate::upstream::ClusterState;
+
+/// Start-up choices that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// The file the config came from, for reloads.
+    pub config_path: Option<PathBuf>,
+    /// Overrides the file's seed.
+    pub seed: Option<u64>,
+    /// Overrides the file's admin address.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Why the proxy could not start or a config could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The config is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("listener `{name}`: cannot bind {address}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        address: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The config file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The admin endpoint or access log could not start.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Reload asked of a proxy that has no config file.
+    #[error("this proxy was not started from a config file")]
+    NoFile,
+}
+
+/// The outcome of the last reload attempt.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    /// When.
+    pub at: SystemTime,
+    /// The error, if it was rejected.
+    pub error: Option<String>,
+    /// The version it produced.
+    pub version: Option<u64>,
+}
+
+/// A running proxy; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) stats: Arc<ProxyStats>,
+    pub(crate) faults: Arc<FaultStore>,
+    pub(crate) seed: u64,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) started: SystemTime,
+    pub(crate) admin_addr: SocketAddr,
+    pub(crate) view: RwLock<View>,
+    runtime: Mutex<Runtime>,
+    access_log: Option<AccessLog>,
+    shutdown: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the admin endpoint shows and checks against, updated on every apply.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    pub(crate) raw: Value,
+    pub(crate) listeners: Vec<(String, SocketAddr)>,
+    pub(crate) clusters: Vec<(String, String)>,
+    pub(crate) last_reload: Option<ReloadStatus>,
+}
+
+#[derive(Debug, Default)]
+struct Runtime {
+    drain: Duration,
+    listeners: Vec<ListenerHandle>,
+    clusters: HashMap<String, Arc<ClusterState>>,
+}
+
+impl Proxy {
+    /// Starts the admin endpoint, the listeners and the fault reaper.
+    pub async fn start(config: ProxyConfig, options: ProxyOptions) -> Result<Proxy, ApplyError> {
+        let seed = options.seed.or(config.seed).unwrap_or_else(random_seed);
+        let stats = ProxyStats::new();
+        let faults = FaultStore::new(seed, Arc::new(AtomicU64::new(0)));
+        let access_log = match &config.access_log {
+            Some(path) => Some(AccessLog::start(path, &stats.registry).await?),
+            None => None,
+        };
+        let admin_listener = TcpListener::bind(options.admin.unwrap_or(config.admin)).await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            stats,
+            faults: faults.clone(),
+            seed,
+            config_path: options.config_path,
+            started: SystemTime::now(),
+            admin_addr: admin_listener.local_addr()?,
+            view: RwLock::default(),
+            runtime: Mutex::default(),
+            access_log,
+            shutdown,
+            tasks: Default::default(),
+        });
+        let proxy = Proxy { shared };
+        proxy.apply(config).await?;
+        let reaper = tokio::spawn(faults.run_reaper(shutdown_rx.clone()));
+        let admin = tokio::spawn(admin::serve(admin_listener, proxy.clone(), shutdown_rx));
+        proxy
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([reaper, admin]);
+        tracing::info!(admin = %proxy.admin_addr(), seed, "proxy started");
+        Ok(proxy)
+    }
+
+    /// The admin endpoint's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.shared.admin_addr
+    }
+
+    /// The bound address of a listener.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.view()
+            .listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// The seed of fault decisions.
+    pub fn seed(&self) -> u64 {
+        self.shared.seed
+    }
+
+    /// The current config version.
+    pub fn version(&self) -> u64 {
+        self.shared.faults.version()
+    }
+
+    /// The fault store (for embedding).
+    pub fn faults(&self) -> &Arc<FaultStore> {
+        &self.shared.faults
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.shared.stats.registry.render()
+    }
+
+    /// The last reload attempt.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.view().last_reload.clone()
+    }
+
+    pub(crate) fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.shared.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the config file and applies it; on any error the running config stays.
+    pub async fn reload(&self) -> Result<u64, ApplyError> {
+        let result = self.reload_inner().await;
+        let status = ReloadStatus {
+            at: SystemTime::now(),
+            error: result.as_ref().err().map(ToString::to_string),
+            version: result.as_ref().ok().copied(),
+        };
+        match &result {
+            Ok(v) => tracing::info!(version = v, "config reloaded"),
+            Err(e) => tracing::error!("config reload rejected; the running config stays:\n{e}"),
+        }
+        self.shared
+            .view
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_reload = Some(status);
+        result
+    }
+
+    async fn reload_inner(&self) -> Result<u64, ApplyError> {
+        let path = self.shared.config_path.as_ref().ok_or(ApplyError::NoFile)?;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|source| ApplyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let config = ProxyConfig::load(&path.display().to_string(), &text)?;
+        self.apply(config).await
+    }
+
+    /// Applies a validated config: all or nothing.
+    pub async fn apply(&self, config: ProxyConfig) -> Result<u64, ApplyError> {
+        let shared = &self.shared;
+        let mut rt = shared.runtime.lock().await;
+        rt.drain = config.drain_timeout;
+
+        // Phase 1: everything that can fail, off to the side.
+        let mut clusters = HashMap::new();
+        for spec in &config.clusters {
+            let state = match rt.clusters.get(&spec.name) {
+                // An unchanged cluster keeps its connection pools and round-robin position.
+                Some(existing) if existing.spec == *spec => existing.clone(),
+                _ => ClusterState::new(spec.clone(), &shared.stats),
+            };
+            clusters.insert(spec.name.clone(), state);
+        }
+        let mut fresh: Vec<(usize, TcpListener)> = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let reused = rt
+                .listeners
+                .iter()
+                .any(|h| h.name == l.name && h.configured == l.address);
+            if !reused {
+                let socket =
+                    TcpListener::bind(l.address)
+                        .await
+                        .map_err(|source| ApplyError::Bind {
+                            name: l.name.clone(),
+                            address: l.address,
+                            source,
+                        })?;
+                fresh.push((i, socket));
+            }
+        }
+        let tables: Vec<Arc<RouteTable>> = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let stats = shared
+                    .stats
+                    .listener(&l.stat_prefix, &l.address.to_string());
+                let routes = l
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        let cluster = clusters.get(&r.cluster)?.clone();
+                        let service = route_stack(
+                            &l.name,
+                            r,
+                            cluster,
+                            stats.clone(),
+                            shared.faults.subscribe(),
+                        );
+                        Some(RouteEntry {
+                            route: r.clone(),
+                            service,
+                        })
+                    })
+                    .collect();
+                Arc::new(RouteTable {
+                    listener: l.name.clone(),
+                    stats,
+                    routes,
+                })
+            })
+            .collect();
+
+        // Phase 2: commit.
+        let mut old: Vec<ListenerHandle> = std::mem::take(&mut rt.listeners);
+        let mut next = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let table = tables[i].clone();
+            if let Some(pos) = old
+                .iter()
+                .position(|h| h.name == l.name && h.configured == l.address)
+            {
+                let handle = old.swap_remove(pos);
+                handle.update(table);
+                next.push(handle);
+            } else if let Some(k) = fresh.iter().position(|(j, _)| *j == i) {
+                let (_, socket) = fresh.swap_remove(k);
+                next.push(listener::spawn(
+                    socket,
+                    l.address,
+                    table,
+                    shared.access_log.clone(),
+                    config.drain_timeout,
+                )?);
+            }
+        }
+        for removed in old {
+            tracing::info!(listener = %removed.name, "listener removed; draining");
+            tokio::spawn(removed.stop());
+        }
+        let view_listeners = next
+            .iter()
+            .map(|h| (h.name.clone(), h.local_addr))
+            .collect();
+        rt.listeners = next;
+        rt.clusters = clusters;
+        let version = shared.faults.replace_file_faults(config.faults.clone());
+        let mut view = shared.view.write().unwrap_or_else(|p| p.into_inner());
+        view.raw = serde_json::to_value(&config.raw).unwrap_or(Value::Null);
+        view.listeners = view_listeners;
+        view.clusters = config
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.stat_name.clone()))
+            .collect();
+        Ok(version)
+    }
+
+    /// Stops accepting, drains in-flight requests (up to the drain timeout) and stops the admin
+    /// endpoint.
+    pub async fn shutdown(&self) {
+        let mut rt = self.shared.runtime.lock().await;
+        let stops: Vec<_> = rt
+            .listeners
+            .drain(..)
+            .map(|h| tokio::spawn(h.stop()))
+            .collect();
+        for s in stops {
+            let _ = s.await;
+        }
+        let _ = self.shared.shutdown.send(true);
+        let tasks: Vec<_> = self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// The `/config_dump` document.
+    pub fn config_dump(&self) -> Value {
+        let view = self.view();
+        let faults = self.shared.faults.current();
+        let listeners: Vec<Value> = view
+            .raw
+            .get("listeners")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut l| {
+                let bound = l
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .and_then(|n| view.listeners.iter().find(|(x, _)| x == n));
+                if let (Some((_, addr)), Some(obj)) = (bound, l.as_object_mut()) {
+                    obj.insert("bound_address".into(), addr.to_string().into());
+                }
+                l
+            })
+            .collect();
+        let clusters: Vec<Value> = view
+            .raw
+            .get("clusters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut c| {
+                let stat = c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .and_then(|n| view.clusters.iter().find(|(x, _)| x == n));
+                if let (Some((_, stat)), Some(obj)) = (stat, c.as_object_mut()) {
+                    obj.insert("stat_name".into(), stat.clone().into());
+                }
+                c
+            })
+            .collect();
+        let last_reload = view.last_reload.as_ref().map(|r| {
+            json!({
+                "at": humantime::format_rfc3339_millis(r.at).to_string(),
+                "ok": r.error.is_none(),
+                "error": r.error,
+                "version": r.version,
+            })
+        });
+        json!({
+            "version": faults.version,
+            "version_info": faults.version.to_string(),
+            "seed": self.shared.seed,
+            "configs": [
+                {
+                    "@type": "type.googleapis.com/shakedown.admin.v1.BootstrapConfigDump",
+                    "config_path": self.shared.config_path.as_ref().map(|p| p.display().to_string()),
+                    "admin": {"address": self.admin_addr().to_string()},
+                    "drain_timeout": view.raw.get("drain_timeout"),
+                    "access_log": view.raw.get("access_log"),
+                    "last_reload": last_reload,
+                },
+                {"@type": "type.googleapis.com/shakedown.admin.v1.ClustersConfigDump", "clusters": clusters},
+                {"@type": "type.googleapis.com/shakedown.admin.v1.ListenersConfigDump", "listeners": listeners},
+                {
+                    "@type": "type.googleapis.com/shakedown.admin.v1.FaultsConfigDump",
+                    "faults": faults.faults.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
+                },
+            ],
+        })
+    }
+}
+
+/// A seed when none is given: different every run, printed so the run can be replayed.
+fn random_seed() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}

@@ -1,0 +1,264 @@
+//! The `shakedown` command: parses arguments and calls into the libraries.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use shakedown_model::ProxyConfig;
+use shakedown_proxy::demo::{self, DemoOptions};
+use shakedown_proxy::{Proxy, ProxyOptions};
+
+/// Exit code for an invalid config or a run that could not start.
+const EXIT_INVALID: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shakedown",
+    version,
+    about = "Resilience testing: inject faults, drive load, judge SLOs"
+)]
+struct Cli {
+    /// Log filter (e.g. `info`, `shakedown_proxy=debug`); also RUST_LOG.
+    #[arg(long, global = true, default_value = "info", env = "SHAKEDOWN_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the fault-injecting HTTP proxy from a config file.
+    Proxy {
+        /// The proxy config (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Seed for fault decisions (overrides the file's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Admin address (overrides the file's `admin.address`).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Reload the config when the file changes (it also reloads on SIGHUP).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Check a proxy config file and report every problem with file:line:column.
+    Validate {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Run seed 000's scenario end to end on loopback: upstream, proxy, fault, load, metrics.
+    Demo {
+        /// Requests per phase.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Seed for fault decisions.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Serve a stub upstream (HTTP/1.1 + h2c) for tests and benchmarks.
+    Stub {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shakedown: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shakedown: {e:#}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Proxy {
+            config,
+            seed,
+            admin,
+            watch,
+        } => proxy(config, seed, admin, watch).await,
+        Command::Validate { file } => Ok(validate(&file)),
+        Command::Demo {
+            requests,
+            concurrency,
+            seed,
+        } => {
+            let report = demo::run(
+                DemoOptions {
+                    requests,
+                    concurrency,
+                    seed,
+                },
+                |line| println!("{line}"),
+            )
+            .await?;
+            let ok = report.faulted.status_503 > 0
+                && report.after.status_503 == 0
+                && report.baseline.status_503 == 0;
+            println!(
+                "\n{}",
+                if ok {
+                    "demo finished: the fault was applied, observed, measured and removed"
+                } else {
+                    "demo finished with unexpected results"
+                }
+            );
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Stub { listen } => {
+            let stub = shakedown_testkit::Stub::bind(listen).await?;
+            eprintln!("stub upstream on http://{}", stub.addr());
+            shutdown_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(file: &Path) -> ExitCode {
+    match load(file) {
+        Ok(c) => {
+            println!(
+                "{}: OK ({} listeners, {} clusters, {} faults)",
+                file.display(),
+                c.listeners.len(),
+                c.clusters.len(),
+                c.faults.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn load(file: &Path) -> anyhow::Result<ProxyConfig> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(ProxyConfig::load(&file.display().to_string(), &text)?)
+}
+
+async fn proxy(
+    path: PathBuf,
+    seed: Option<u64>,
+    admin: Option<SocketAddr>,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    let proxy = Proxy::start(
+        config,
+        ProxyOptions {
+            config_path: Some(path.clone()),
+            seed,
+            admin,
+        },
+    )
+    .await?;
+    eprintln!(
+        "shakedown proxy: admin on http://{} (seed {})",
+        proxy.admin_addr(),
+        proxy.seed()
+    );
+    let reloads = tokio::spawn(reload_on_sighup(proxy.clone()));
+    let watcher = watch.then(|| tokio::spawn(watch_file(proxy.clone(), path)));
+    shutdown_signal().await;
+    eprintln!("shakedown proxy: draining in-flight requests");
+    reloads.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    proxy.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reload_on_sighup(proxy: Proxy) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = proxy.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}
+
+/// Polls the file once a second; reloads when its length, mtime or content changes.
+async fn watch_file(proxy: Proxy, path: PathBuf) {
+    let fingerprint = |p: &Path| -> Option<(u64, SystemTime, u64)> {
+        let meta = std::fs::metadata(p).ok()?;
+        let text = std::fs::read(p).ok()?;
+        let hash = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Some((meta.len(), meta.modified().ok()?, hash))
+    };
+    let mut last = fingerprint(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = fingerprint(&path);
+        if now.is_some() && now != last {
+            last = now;
+            let _ = proxy.reload().await;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
