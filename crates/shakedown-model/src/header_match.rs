@@ -225,11 +225,10 @@ impl HeaderMatcher {
                 forms.push((field, make(v.clone())));
             }
         }
-        if let Some(r) = &raw.safe_regex_match {
-            if let Some(m) = regex(r, "safe_regex_match", problems) {
+        if let Some(r) = &raw.safe_regex_match
+            && let Some(m) = regex(r, "safe_regex_match", problems) {
                 forms.push(("safe_regex_match", m));
             }
-        }
         if let Some(p) = raw.present_match {
             forms.push(("present_match", ValueMatch::Present(p)));
         }
@@ -269,7 +268,7 @@ impl HeaderMatcher {
                 return self.compare("") != self.invert;
             }
             return match self.value {
-                ValueMatch::Present(want) => !want != self.invert,
+                ValueMatch::Present(want) => want == self.invert,
                 _ => false,
             };
         }

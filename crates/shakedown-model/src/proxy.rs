@@ -442,8 +442,8 @@ pub fn check_fault_refs(
             );
         }
     }
-    if let Some(c) = &fault.upstream_cluster {
-        if !clusters.contains(c.as_str()) {
+    if let Some(c) = &fault.upstream_cluster
+        && !clusters.contains(c.as_str()) {
             let field = if fault.form == crate::fault::FaultForm::Envoy {
                 "envoy.upstream_cluster"
             } else {
@@ -451,7 +451,6 @@ pub fn check_fault_refs(
             };
             problems.push(join(path, field), unknown("cluster", c, clusters));
         }
-    }
 }
 
 fn unknown(kind: &str, name: &str, known: &HashSet<&str>) -> String {

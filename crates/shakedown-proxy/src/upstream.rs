@@ -192,11 +192,10 @@ async fn forward(
                     stats.rq_retry.inc();
                     continue;
                 }
-                if attempt > 0 {
-                    if let Some(i) = &info {
+                if attempt > 0
+                    && let Some(i) = &info {
                         i.set(Flag::URX);
                     }
-                }
                 stats.charge(503);
                 tracing::debug!(cluster = %cluster.spec.name, %endpoint, "connect failed: {e:?}");
                 return Ok(local_reply(

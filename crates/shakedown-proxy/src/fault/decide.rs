@@ -101,12 +101,11 @@ pub fn decide(
             continue;
         }
         let spec = &fault.spec;
-        if let Some(max) = spec.max_active_faults {
-            if fault.active.load(Ordering::Relaxed) >= u64::from(max) {
+        if let Some(max) = spec.max_active_faults
+            && fault.active.load(Ordering::Relaxed) >= u64::from(max) {
                 stats.faults_overflow.inc();
                 continue;
             }
-        }
         if spec
             .upstream_cluster
             .as_deref()

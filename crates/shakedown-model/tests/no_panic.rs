@@ -1,0 +1,48 @@
+//! The fuzz target's property on every `cargo test`: whatever the bytes, the parsers answer with
+//! a config or with located errors, never a panic. Inputs are deterministic mutations
+//! (truncations, byte replacements, line swaps) of realistic configs.
+
+const SEED: &str = include_str!("../../../fuzz/seeds/seed-000.yaml");
+
+fn check(text: &str) {
+    if let Err(e) = shakedown_model::ProxyConfig::load("m.yaml", text) {
+        assert!(!e.diagnostics.is_empty());
+        for d in &e.diagnostics {
+            assert!(!d.message.is_empty());
+        }
+    }
+    let _ = shakedown_model::parse_fault("m.yaml", text, None);
+}
+
+#[test]
+fn mutated_inputs_never_panic() {
+    check(SEED);
+    // Every truncation.
+    for cut in (0..SEED.len()).filter(|i| SEED.is_char_boundary(*i)) {
+        check(&SEED[..cut]);
+    }
+    // Byte replacements with characters that matter to YAML and to our fields.
+    let specials = [":", "-", "[", "]", "{", "}", "\"", "'", "#", "&", "*", "!", "|", ">", " ", "\n", "\t", "0", "9", "1e400", "ü"];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..4000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let pos = (state as usize) % SEED.len();
+        if !SEED.is_char_boundary(pos) {
+            continue;
+        }
+        let with = specials[(state >> 32) as usize % specials.len()];
+        let end = (pos + 1..=SEED.len()).find(|i| SEED.is_char_boundary(*i)).unwrap_or(SEED.len());
+        check(&format!("{}{}{}", &SEED[..pos], with, &SEED[end..]));
+    }
+    // Swapped lines break indentation in every way.
+    let lines: Vec<&str> = SEED.lines().collect();
+    for i in 0..lines.len() {
+        for j in i + 1..lines.len() {
+            let mut l = lines.clone();
+            l.swap(i, j);
+            check(&l.join("\n"));
+        }
+    }
+}
