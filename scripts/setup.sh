@@ -19,14 +19,21 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
-# C and C++ compilers build libFuzzer for the fuzz target's build check.
-if ! need c++; then
-    if need apt-get; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq g++ >/dev/null
-    else
-        echo "setup: a C++ compiler is needed to build the fuzz target" >&2
+# Debian packages: a C++ compiler (libFuzzer, for the fuzz target's build check) and a real
+# Prometheus (the test that runs seed 000's PromQL against the proxy).
+missing=()
+need c++ || missing+=(g++)
+need prometheus || missing+=(prometheus)
+if ((${#missing[@]})); then
+    if ! need apt-get; then
+        echo "setup: please install: ${missing[*]}" >&2
         exit 1
     fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # --no-install-recommends and policy-rc.d: install the binary, do not start a system service.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
 fi
 echo "setup: ok"

@@ -1,0 +1,174 @@
+//! Seed 000's two PromQL queries, byte for byte, through a real Prometheus scraping the proxy.
+//!
+//! Needs Debian's `prometheus` (installed by `scripts/setup.sh`). The upstream answers a fixed
+//! mix — every tenth request 503, three in ten delayed 200 ms — so the expected answers are
+//! exact: a 5xx ratio of 0.1, and a P99 that Prometheus interpolates inside the (100, 250] ms
+//! bucket at 100 + 150 × (0.99 − 0.7) / 0.3 = 245 ms (the figure the same check gave against a
+//! real Envoy).
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use shakedown_model::ProxyConfig;
+use shakedown_proxy::{Proxy, ProxyOptions};
+use shakedown_testkit::Stub;
+
+const CLUSTER: &str = "outbound|80||search-service.resilience-testing.svc.cluster.local";
+const P99: &str = r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||search-service.resilience-testing.svc.cluster.local"}[2m])) by (le))"#;
+const ERROR_RATIO: &str = r#"sum(rate(envoy_cluster_upstream_rq_xx{envoy_cluster_name="outbound|80||search-service.resilience-testing.svc.cluster.local", envoy_response_code_class="5"}[2m])) / sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||search-service.resilience-testing.svc.cluster.local"}[2m]))"#;
+
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+fn start_prometheus(target: SocketAddr) -> Prometheus {
+    let binary =
+        which("prometheus").expect("Debian's `prometheus` is required: run scripts/setup.sh");
+    let dir = std::env::temp_dir().join(format!("shakedown-promql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: shakedown\n    metrics_path: /stats/prometheus\n    static_configs: [{{targets: ['{target}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let addr = free_port();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    Prometheus { child, addr, dir }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+async fn get(client: &HttpClient, url: String) -> Option<(u16, String)> {
+    let resp = client.get(url.parse().ok()?).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Runs an instant query; returns the single sample's value, if any.
+async fn query(client: &HttpClient, prom: SocketAddr, q: &str) -> Option<f64> {
+    let mut url = format!("http://{prom}/api/v1/query?query=");
+    for b in q.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let (_, body) = get(client, url).await?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    assert_eq!(v["status"], "success", "{body}");
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+async fn traffic(client: &HttpClient, listen: SocketAddr, range: std::ops::Range<usize>) {
+    for i in range {
+        let path = match i % 10 {
+            0 => "/search?status=503",
+            1..=3 => "/search?delay_ms=200",
+            _ => "/search",
+        };
+        let (status, _) = get(client, format!("http://{listen}{path}"))
+            .await
+            .expect("proxied");
+        assert_eq!(status, if i % 10 == 0 { 503 } else { 200 });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_promql_runs_verbatim_against_the_proxy() {
+    let stub = Stub::start().await.unwrap();
+    let config = ProxyConfig::load(
+        "promql.yaml",
+        &format!(
+            "admin: {{address: 127.0.0.1:0}}\n\
+             listeners:\n  - name: outbound\n    address: 127.0.0.1:0\n    routes: [{{match: {{prefix: /}}, cluster: search}}]\n\
+             clusters:\n  - name: search\n    stat_name: \"{CLUSTER}\"\n    endpoints: [\"{}\"]\n",
+            stub.addr()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(config, ProxyOptions::default()).await.unwrap();
+    let listen = proxy.listener_addr("outbound").unwrap();
+    let prom = start_prometheus(proxy.admin_addr());
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    // Warm up so every series exists before Prometheus takes the window's first sample.
+    traffic(&client, listen, 0..10).await;
+    let scrapes = |n: f64| {
+        format!(
+            "count_over_time(envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{CLUSTER}\"}}[1m]) >= {n}"
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query(&client, prom.addr, &scrapes(2.0)).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    traffic(&client, listen, 10..310).await;
+    // Wait until a scrape has seen all 310 requests.
+    let seen =
+        format!("envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{CLUSTER}\"}} >= 310");
+    while query(&client, prom.addr, &seen).await.is_none() {
+        assert!(Instant::now() < deadline, "Prometheus never saw the load");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let ratio = query(&client, prom.addr, ERROR_RATIO)
+        .await
+        .expect("seed 000's error-ratio query returns data");
+    assert!((ratio - 0.1).abs() < 1e-9, "5xx ratio {ratio}");
+    assert!(ratio < 0.15, "seed 000's SLO holds");
+    let p99 = query(&client, prom.addr, P99)
+        .await
+        .expect("seed 000's P99 query returns data");
+    assert!((p99 - 245.0).abs() < 1.0, "P99 {p99} ms");
+    assert!(p99 < 2500.0, "seed 000's SLO holds");
+    proxy.shutdown().await;
+}
