@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::source::{Problems, join};
 
 /// A header matcher as written in config.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderMatcher {
     /// Header name (case-insensitive).
@@ -81,7 +81,7 @@ pub struct RawHeaderMatcher {
 }
 
 /// Envoy's `type.matcher.v3.StringMatcher`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStringMatcher {
     /// Whole value equals.
@@ -109,7 +109,7 @@ pub struct RawStringMatcher {
 }
 
 /// Envoy's `RegexMatcher` (`google_re2` is accepted and ignored: the `regex` crate is RE2-like).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRegex {
     /// The pattern; it must match the whole value.
@@ -226,9 +226,10 @@ impl HeaderMatcher {
             }
         }
         if let Some(r) = &raw.safe_regex_match
-            && let Some(m) = regex(r, "safe_regex_match", problems) {
-                forms.push(("safe_regex_match", m));
-            }
+            && let Some(m) = regex(r, "safe_regex_match", problems)
+        {
+            forms.push(("safe_regex_match", m));
+        }
         if let Some(p) = raw.present_match {
             forms.push(("present_match", ValueMatch::Present(p)));
         }

@@ -21,6 +21,17 @@ pub use percent::{Denominator, FractionalPercent};
 pub use proxy::{Cluster, Listener, ProxyConfig, Route, UpstreamProtocol};
 pub use source::{ConfigError, Diagnostic, Document, Problems};
 
+/// The JSON Schema of the proxy config file, derived from the raw types (the file format is a
+/// public API; `schema/proxy-config.schema.json` is this, committed).
+pub fn proxy_config_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(proxy::RawProxyConfig)).unwrap_or_default()
+}
+
+/// The JSON Schema of one fault (a control API body or a `faults:` entry).
+pub fn fault_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(fault::raw::RawFault)).unwrap_or_default()
+}
+
 /// Parses one fault from an API body (JSON) or a YAML snippet; `name` comes from the URL.
 pub fn parse_fault(origin: &str, text: &str, name: Option<&str>) -> Result<HttpFault, ConfigError> {
     let doc = Document::parse(origin, text)?;

@@ -48,6 +48,22 @@ impl Serialize for Denominator {
     }
 }
 
+impl schemars::JsonSchema for Denominator {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Denominator".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "HUNDRED (default), TEN_THOUSAND or MILLION, or the protobuf enum number 0, 1, 2",
+            "oneOf": [
+                {"type": "string", "enum": ["HUNDRED", "TEN_THOUSAND", "MILLION"]},
+                {"type": "integer", "minimum": 0, "maximum": 2}
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Denominator {
     /// Accepts the enum name (`HUNDRED`) or its number (`0`), as protobuf JSON does.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -75,7 +91,7 @@ impl<'de> Deserialize<'de> for Denominator {
 }
 
 /// A probability written as `numerator / denominator`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FractionalPercent {
     /// How many out of `denominator`.
     pub numerator: u32,

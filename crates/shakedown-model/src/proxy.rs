@@ -40,7 +40,7 @@ use crate::source::{ConfigError, Document, Problems, index, join};
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 
 /// The config file as written.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxyConfig {
     /// The admin/control endpoint.
@@ -67,7 +67,7 @@ pub struct RawProxyConfig {
 }
 
 /// `admin:`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `ip:port`; loopback unless you mean otherwise.
@@ -75,7 +75,7 @@ pub struct RawAdmin {
 }
 
 /// `access_log:`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     /// File to append JSON lines to, or `-` for standard output.
@@ -83,7 +83,7 @@ pub struct RawAccessLog {
 }
 
 /// A listener.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     /// Unique name.
@@ -99,7 +99,7 @@ pub struct RawListener {
 }
 
 /// A route.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Name, for logs.
@@ -119,7 +119,7 @@ pub struct RawRoute {
 }
 
 /// `match:` of a route.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteMatch {
     /// Path prefix.
@@ -140,7 +140,7 @@ pub struct RawRouteMatch {
 }
 
 /// `retries:` of a route.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetries {
     /// Extra attempts after the first.
@@ -151,7 +151,7 @@ pub struct RawRetries {
 }
 
 /// A cluster.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     /// Unique name, used by routes and faults.
@@ -170,7 +170,9 @@ pub struct RawCluster {
 }
 
 /// Protocol used towards a cluster.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// The downstream request's protocol: HTTP/2 (h2c) for HTTP/2 requests, HTTP/1.1 otherwise.
@@ -443,14 +445,15 @@ pub fn check_fault_refs(
         }
     }
     if let Some(c) = &fault.upstream_cluster
-        && !clusters.contains(c.as_str()) {
-            let field = if fault.form == crate::fault::FaultForm::Envoy {
-                "envoy.upstream_cluster"
-            } else {
-                "upstream_cluster"
-            };
-            problems.push(join(path, field), unknown("cluster", c, clusters));
-        }
+        && !clusters.contains(c.as_str())
+    {
+        let field = if fault.form == crate::fault::FaultForm::Envoy {
+            "envoy.upstream_cluster"
+        } else {
+            "upstream_cluster"
+        };
+        problems.push(join(path, field), unknown("cluster", c, clusters));
+    }
 }
 
 fn unknown(kind: &str, name: &str, known: &HashSet<&str>) -> String {

@@ -22,7 +22,10 @@ fn mutated_inputs_never_panic() {
         check(&SEED[..cut]);
     }
     // Byte replacements with characters that matter to YAML and to our fields.
-    let specials = [":", "-", "[", "]", "{", "}", "\"", "'", "#", "&", "*", "!", "|", ">", " ", "\n", "\t", "0", "9", "1e400", "ü"];
+    let specials = [
+        ":", "-", "[", "]", "{", "}", "\"", "'", "#", "&", "*", "!", "|", ">", " ", "\n", "\t",
+        "0", "9", "1e400", "ü",
+    ];
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..4000 {
         state ^= state << 13;
@@ -33,7 +36,9 @@ fn mutated_inputs_never_panic() {
             continue;
         }
         let with = specials[(state >> 32) as usize % specials.len()];
-        let end = (pos + 1..=SEED.len()).find(|i| SEED.is_char_boundary(*i)).unwrap_or(SEED.len());
+        let end = (pos + 1..=SEED.len())
+            .find(|i| SEED.is_char_boundary(*i))
+            .unwrap_or(SEED.len());
         check(&format!("{}{}{}", &SEED[..pos], with, &SEED[end..]));
     }
     // Swapped lines break indentation in every way.

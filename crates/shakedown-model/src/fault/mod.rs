@@ -485,12 +485,14 @@ fn rate_limit(
 fn envoy_body(raw: &RawEnvoyFault, path: &str, fault: &mut HttpFault, problems: &mut Problems) {
     if let Some(inner) = &raw.typed_config {
         if let Some(name) = &raw.name
-            && name != "envoy.filters.http.fault" && name != "envoy.fault" {
-                problems.push(
-                    join(path, "name"),
-                    format!("`{name}` is not the fault filter (envoy.filters.http.fault)"),
-                );
-            }
+            && name != "envoy.filters.http.fault"
+            && name != "envoy.fault"
+        {
+            problems.push(
+                join(path, "name"),
+                format!("`{name}` is not the fault filter (envoy.filters.http.fault)"),
+            );
+        }
         let stray = raw.delay.is_some() || raw.abort.is_some() || raw.response_rate_limit.is_some();
         if stray {
             problems.push(path, "with `typed_config`, put the fault fields inside it");
@@ -498,12 +500,13 @@ fn envoy_body(raw: &RawEnvoyFault, path: &str, fault: &mut HttpFault, problems: 
         return envoy_body(inner, &join(path, "typed_config"), fault, problems);
     }
     if let Some(t) = &raw.type_url
-        && t != HTTP_FAULT_TYPE_URL {
-            problems.push(
-                join(path, "@type"),
-                format!("expected {HTTP_FAULT_TYPE_URL}, got {t}"),
-            );
-        }
+        && t != HTTP_FAULT_TYPE_URL
+    {
+        problems.push(
+            join(path, "@type"),
+            format!("expected {HTTP_FAULT_TYPE_URL}, got {t}"),
+        );
+    }
     if raw.delay.is_none() && raw.abort.is_none() && raw.response_rate_limit.is_none() {
         problems.push(
             path,

@@ -14,12 +14,12 @@ use crate::header_match::RawHeaderMatcher;
 use crate::percent::FractionalPercent;
 
 /// `{}`: a oneof case with no fields (`header_delay: {}`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 /// A percentage: a number in 0–100, or Envoy's `{numerator, denominator}`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(
     untagged,
     expecting = "a percentage: a number in 0-100, or {numerator, denominator}"
@@ -32,7 +32,7 @@ pub enum RawPercentage {
 }
 
 /// A fault as written in a config file or an API body.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFault {
     /// Unique name; faults are added, replaced and removed by name.
@@ -77,7 +77,7 @@ pub struct RawFault {
 }
 
 /// Envoy's `FaultDelay`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDelay {
     /// Fixed delay (`2s`, `200ms`).
@@ -99,7 +99,7 @@ pub struct RawDelay {
 }
 
 /// Envoy's `FaultAbort`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAbort {
     /// HTTP status, 200 ≤ x < 600.
@@ -121,7 +121,7 @@ pub struct RawAbort {
 }
 
 /// Envoy's `FaultRateLimit`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// A fixed limit.
@@ -140,7 +140,7 @@ pub struct RawRateLimit {
 }
 
 /// Envoy's `FaultRateLimit.FixedLimit`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFixedLimit {
     /// KiB per second, ≥ 1.
@@ -149,7 +149,7 @@ pub struct RawFixedLimit {
 }
 
 /// An Envoy `envoy.extensions.filters.http.fault.v3.HTTPFault`, as JSON/YAML.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnvoyFault {
     /// `type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault`.
@@ -285,7 +285,7 @@ impl RawEnvoyFault {
 }
 
 /// Istio's `HTTPFaultInjection`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawIstioFault {
     /// `delay`.
@@ -297,7 +297,7 @@ pub struct RawIstioFault {
 }
 
 /// Istio's `HTTPFaultInjection.Delay`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawIstioDelay {
     /// `fixedDelay`, ≥ 1ms.
@@ -315,7 +315,7 @@ pub struct RawIstioDelay {
 }
 
 /// Istio's `HTTPFaultInjection.Abort`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawIstioAbort {
     /// `httpStatus`.
@@ -333,7 +333,7 @@ pub struct RawIstioAbort {
 }
 
 /// Istio's `Percent`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIstioPercent {
     /// 0–100.
