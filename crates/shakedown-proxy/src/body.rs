@@ -110,9 +110,10 @@ impl Body for ResponseBody {
         let this = &mut *self;
         loop {
             if let Some(t) = &mut this.throttle
-                && let Some(frame) = ready!(t.poll_release(cx)) {
-                    return Poll::Ready(Some(Ok(frame)));
-                }
+                && let Some(frame) = ready!(t.poll_release(cx))
+            {
+                return Poll::Ready(Some(Ok(frame)));
+            }
             let frame = ready!(this.poll_inner(cx));
             match (frame, &mut this.throttle) {
                 (Some(Ok(frame)), Some(t)) if frame.is_data() => {

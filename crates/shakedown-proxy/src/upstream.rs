@@ -193,9 +193,10 @@ async fn forward(
                     continue;
                 }
                 if attempt > 0
-                    && let Some(i) = &info {
-                        i.set(Flag::URX);
-                    }
+                    && let Some(i) = &info
+                {
+                    i.set(Flag::URX);
+                }
                 stats.charge(503);
                 tracing::debug!(cluster = %cluster.spec.name, %endpoint, "connect failed: {e:?}");
                 return Ok(local_reply(

@@ -102,10 +102,11 @@ pub fn decide(
         }
         let spec = &fault.spec;
         if let Some(max) = spec.max_active_faults
-            && fault.active.load(Ordering::Relaxed) >= u64::from(max) {
-                stats.faults_overflow.inc();
-                continue;
-            }
+            && fault.active.load(Ordering::Relaxed) >= u64::from(max)
+        {
+            stats.faults_overflow.inc();
+            continue;
+        }
         if spec
             .upstream_cluster
             .as_deref()
@@ -301,7 +302,7 @@ mod tests {
         let run = |seed| {
             let s = set(&[text], seed);
             (0..100_000)
-                .map(|_| decide(&s, "l", "c", &HeaderMap::new(), &stats))
+                .map(|_| decide(&s, "l", "c", &HeaderMap::new(), &stats.fault))
                 .map(|p| (p.abort.is_some(), !p.delay.is_zero()))
                 .collect::<Vec<_>>()
         };
@@ -326,19 +327,32 @@ mod tests {
     fn header_control_only_where_enabled() {
         let stats = ProxyStats::new().listener("p", "a");
         let fixed = set(&["name: f\nabort: {http_status: 503, percentage: 0}\n"], 1);
-        let p = decide(&fixed, "l", "c", &h(&[(headers::ABORT, "418")]), &stats);
+        let p = decide(
+            &fixed,
+            "l",
+            "c",
+            &h(&[(headers::ABORT, "418")]),
+            &stats.fault,
+        );
         assert_eq!(p.abort, None, "a fixed abort ignores the header");
         let hdr = set(&["name: f\nabort: {header_abort: {}}\n"], 1);
         assert_eq!(
-            decide(&hdr, "l", "c", &h(&[(headers::ABORT, "418")]), &stats).abort,
+            decide(&hdr, "l", "c", &h(&[(headers::ABORT, "418")]), &stats.fault).abort,
             Some(AbortWith::Http(418))
         );
         assert_eq!(
-            decide(&hdr, "l", "c", &h(&[(headers::ABORT, "700")]), &stats).abort,
+            decide(&hdr, "l", "c", &h(&[(headers::ABORT, "700")]), &stats.fault).abort,
             None
         );
         assert_eq!(
-            decide(&hdr, "l", "c", &h(&[(headers::ABORT_GRPC, "14")]), &stats).abort,
+            decide(
+                &hdr,
+                "l",
+                "c",
+                &h(&[(headers::ABORT_GRPC, "14")]),
+                &stats.fault
+            )
+            .abort,
             Some(AbortWith::Grpc(14))
         );
         assert_eq!(
@@ -347,7 +361,7 @@ mod tests {
                 "l",
                 "c",
                 &h(&[(headers::ABORT_GRPC, "14"), (headers::ABORT, "503")]),
-                &stats
+                &stats.fault
             )
             .abort,
             Some(AbortWith::Http(503)),
@@ -359,7 +373,7 @@ mod tests {
                 "l",
                 "c",
                 &h(&[(headers::ABORT, "503"), (headers::ABORT_PERCENTAGE, "0")]),
-                &stats
+                &stats.fault
             )
             .abort,
             None
@@ -368,7 +382,7 @@ mod tests {
         twice.append(headers::ABORT, "418".parse().unwrap());
         twice.append(headers::ABORT, "503".parse().unwrap());
         assert_eq!(
-            decide(&hdr, "l", "c", &twice, &stats).abort,
+            decide(&hdr, "l", "c", &twice, &stats.fault).abort,
             Some(AbortWith::Http(418)),
             "first value counts"
         );
@@ -384,11 +398,15 @@ mod tests {
             1,
         );
         let yes = h(&[("x-inject-fault", "yes")]);
-        assert!(decide(&s, "out", "rec", &yes, &stats).abort.is_some());
-        assert!(decide(&s, "out", "other", &yes, &stats).abort.is_none());
-        assert!(decide(&s, "in", "rec", &yes, &stats).abort.is_none());
+        assert!(decide(&s, "out", "rec", &yes, &stats.fault).abort.is_some());
         assert!(
-            decide(&s, "out", "rec", &HeaderMap::new(), &stats)
+            decide(&s, "out", "other", &yes, &stats.fault)
+                .abort
+                .is_none()
+        );
+        assert!(decide(&s, "in", "rec", &yes, &stats.fault).abort.is_none());
+        assert!(
+            decide(&s, "out", "rec", &HeaderMap::new(), &stats.fault)
                 .abort
                 .is_none()
         );
@@ -401,9 +419,9 @@ mod tests {
             &["name: f\nmax_active_faults: 2\ndelay: {fixed_delay: 1s}\n"],
             1,
         );
-        let p1 = decide(&s, "l", "c", &HeaderMap::new(), &stats);
-        let p2 = decide(&s, "l", "c", &HeaderMap::new(), &stats);
-        let p3 = decide(&s, "l", "c", &HeaderMap::new(), &stats);
+        let p1 = decide(&s, "l", "c", &HeaderMap::new(), &stats.fault);
+        let p2 = decide(&s, "l", "c", &HeaderMap::new(), &stats.fault);
+        let p3 = decide(&s, "l", "c", &HeaderMap::new(), &stats.fault);
         assert!(!p1.delay.is_zero() && !p2.delay.is_zero());
         assert!(p3.is_noop());
         assert_eq!(stats.fault.faults_overflow.get(), 1);
@@ -411,7 +429,7 @@ mod tests {
         drop((p1, p2));
         assert_eq!(stats.fault.active_faults.get(), 0);
         assert!(
-            !decide(&s, "l", "c", &HeaderMap::new(), &stats)
+            !decide(&s, "l", "c", &HeaderMap::new(), &stats.fault)
                 .delay
                 .is_zero()
         );
@@ -428,7 +446,7 @@ mod tests {
             ],
             1,
         );
-        let p = decide(&s, "l", "c", &HeaderMap::new(), &stats);
+        let p = decide(&s, "l", "c", &HeaderMap::new(), &stats.fault);
         assert_eq!(p.delay, Duration::from_millis(300));
         assert_eq!(p.abort, Some(AbortWith::Http(503)));
     }
