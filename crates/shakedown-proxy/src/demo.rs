@@ -173,20 +173,8 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(&str)) -> anyhow_lite::R
         .unwrap_or(0);
     let polled = Instant::now();
     let live_version = loop {
-        let (_, dump) = call(
-            &client,
-            Method::GET,
-            admin,
-            "/config_dump?resource=faults",
-            "",
-        )
-        .await?;
-        let dump: serde_json::Value = serde_json::from_str(&dump)?;
-        let version = dump["version"].as_u64().unwrap_or(0);
-        let live = dump["configs"][0]["faults"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|f| f["name"] == "seed-000"));
-        if version >= wanted && live {
+        let (version, faults) = faults_in_config_dump(&client, admin).await?;
+        if version >= wanted && faults.iter().any(|f| f["name"] == "seed-000") {
             break version;
         }
         if polled.elapsed() > Duration::from_secs(5) {
@@ -240,18 +228,7 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(&str)) -> anyhow_lite::R
 
     say("\n5. remove the fault and verify it is gone");
     let (status, _) = call(&client, Method::DELETE, admin, "/faults/seed-000", "").await?;
-    let (_, dump) = call(
-        &client,
-        Method::GET,
-        admin,
-        "/config_dump?resource=faults",
-        "",
-    )
-    .await?;
-    let dump: serde_json::Value = serde_json::from_str(&dump)?;
-    let gone = dump["configs"][0]["faults"]
-        .as_array()
-        .is_some_and(Vec::is_empty);
+    let gone = faults_in_config_dump(&client, admin).await?.1.is_empty();
     let after = load(
         &client,
         listen,
@@ -277,6 +254,27 @@ pub async fn run(opts: DemoOptions, mut say: impl FnMut(&str)) -> anyhow_lite::R
         upstream_requests_faulted,
         metrics,
     })
+}
+
+/// The config version and the fault list of `/config_dump?resource=faults`.
+async fn faults_in_config_dump(
+    client: &DemoClient,
+    admin: SocketAddr,
+) -> anyhow_lite::Result<(u64, Vec<serde_json::Value>)> {
+    let (_, dump) = call(
+        client,
+        Method::GET,
+        admin,
+        "/config_dump?resource=faults",
+        "",
+    )
+    .await?;
+    let dump: serde_json::Value = serde_json::from_str(&dump)?;
+    let faults = dump["configs"][0]["faults"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok((dump["version"].as_u64().unwrap_or(0), faults))
 }
 
 async fn load(client: &DemoClient, addr: SocketAddr, opts: &DemoOptions) -> Phase {

@@ -373,42 +373,13 @@ impl Proxy {
     pub fn config_dump(&self) -> Value {
         let view = self.view();
         let faults = self.shared.faults.current();
-        let listeners: Vec<Value> = view
-            .raw
-            .get("listeners")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|mut l| {
-                let bound = l
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .and_then(|n| view.listeners.iter().find(|(x, _)| x == n));
-                if let (Some((_, addr)), Some(obj)) = (bound, l.as_object_mut()) {
-                    obj.insert("bound_address".into(), addr.to_string().into());
-                }
-                l
-            })
+        let bound: Vec<(String, String)> = view
+            .listeners
+            .iter()
+            .map(|(n, a)| (n.clone(), a.to_string()))
             .collect();
-        let clusters: Vec<Value> = view
-            .raw
-            .get("clusters")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|mut c| {
-                let stat = c
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .and_then(|n| view.clusters.iter().find(|(x, _)| x == n));
-                if let (Some((_, stat)), Some(obj)) = (stat, c.as_object_mut()) {
-                    obj.insert("stat_name".into(), stat.clone().into());
-                }
-                c
-            })
-            .collect();
+        let listeners = annotated(&view.raw, "listeners", "bound_address", &bound);
+        let clusters = annotated(&view.raw, "clusters", "stat_name", &view.clusters);
         let last_reload = view.last_reload.as_ref().map(|r| {
             json!({
                 "at": humantime::format_rfc3339_millis(r.at).to_string(),
@@ -439,6 +410,26 @@ impl Proxy {
             ],
         })
     }
+}
+
+/// The raw `section` list of the config, each entry given `field` looked up by its name.
+fn annotated(raw: &Value, section: &str, field: &str, by_name: &[(String, String)]) -> Vec<Value> {
+    let entries = raw
+        .get(section)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|mut entry| {
+            let name = entry.get("name").and_then(Value::as_str).map(str::to_owned);
+            let found = name.and_then(|n| by_name.iter().find(|(x, _)| *x == n));
+            if let (Some((_, value)), Some(obj)) = (found, entry.as_object_mut()) {
+                obj.insert(field.into(), value.clone().into());
+            }
+            entry
+        })
+        .collect()
 }
 
 /// A seed when none is given: different every run, printed so the run can be replayed.
