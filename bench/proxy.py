@@ -158,7 +158,7 @@ http {{
 def haproxy_config(port, upstream):
     return f"""
 global
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
@@ -285,8 +285,11 @@ def main():
         else:
             print("envoy missing (bash bench/setup.sh); skipping it", file=sys.stderr)
 
-        for name, (port, _) in targets.items():
-            wait_port(port)
+        for name, (port, proc) in targets.items():
+            try:
+                wait_port(port)
+            except RuntimeError:
+                sys.exit(f"{name} did not start (exit code {proc.poll() if proc else '?'})")
             wrk(port, 1, 16)  # warm up pools and caches
 
         results = {name: {"rps": [], "cpu_us": [], "p50": [], "p99": []} for name in targets}
