@@ -118,7 +118,7 @@ where
                     i.set(Flag::DI);
                 }
                 // The request (and its body) waits here untouched; it is forwarded intact.
-                tokio::time::sleep(delay).await;
+                super::clock::delay(delay).await;
             }
             let mut response = match abort_with {
                 Some(with) => {

@@ -7,9 +7,11 @@
 //!   fault's own seeded generator.
 //! * [`layer`] is the tower `Layer` that applies a decision: sleep, answer locally, or forward and
 //!   throttle the response.
+//! * [`clock`] makes injected delays precise to tens of microseconds.
 //! * [`abort`] builds the local answers (`fault filter abort`, gRPC trailers-only).
 
 pub mod abort;
+pub mod clock;
 pub mod decide;
 pub mod layer;
 pub mod store;
