@@ -124,8 +124,9 @@ mod tests {
             late.push(took - Duration::from_millis(ms));
         }
         late.sort();
-        // Generous for a loaded CI machine; the benchmark measures the real precision.
-        assert!(late[late.len() / 2] < Duration::from_millis(1), "{late:?}");
+        // Generous for a loaded CI machine; BENCHMARKS.md records the real precision (+0.4 ms
+        // at p99 on a 100 ms delay).
+        assert!(late[late.len() / 2] < Duration::from_millis(5), "{late:?}");
     }
 
     #[tokio::test(start_paused = true)]
