@@ -263,3 +263,31 @@ async fn upstream_failures_are_not_faults() {
         Some(2.0)
     );
 }
+
+#[tokio::test]
+async fn endpoints_are_used_round_robin() {
+    let a = shakedown_testkit::Stub::start().await.unwrap();
+    let b = shakedown_testkit::Stub::start().await.unwrap();
+    let text = fixture::base_config(a.addr(), 1).replace(
+        &format!("endpoints: [\"{}\"]", a.addr()),
+        &format!("endpoints: [\"{}\", \"{}\"]", a.addr(), b.addr()),
+    );
+    let env = Env::from_config(a, &text, Default::default()).await;
+    for _ in 0..10 {
+        assert_eq!(env.get("/").await.status, 200);
+    }
+    assert_eq!((env.stub.requests(), b.requests()), (5, 5));
+}
+
+#[tokio::test]
+async fn downstream_nodes_limit_a_fault_to_the_named_callers() {
+    let env = Env::with_faults(
+        "  - name: n\n    downstream_nodes: [search-v2]\n    abort: {http_status: 503}\n",
+        1,
+    )
+    .await;
+    let node = |n: &'static str| [("x-envoy-downstream-service-node", n)];
+    assert_eq!(env.get_with("/", &node("search-v2")).await.status, 503);
+    assert_eq!(env.get_with("/", &node("search-v1")).await.status, 200);
+    assert_eq!(env.get("/").await.status, 200, "no node header, no fault");
+}

@@ -198,6 +198,7 @@ async fn the_access_log_tells_injected_from_upstream_from_local_failures() {
         "admin: {{address: 127.0.0.1:0}}\naccess_log: {{path: \"{log}\"}}\n\
          listeners:\n  - name: out\n    address: 127.0.0.1:0\n    routes:\n\
          \x20     - {{match: {{prefix: /dead}}, cluster: dead}}\n\
+         \x20     - {{match: {{prefix: /retry}}, cluster: dead, retries: {{attempts: 1}}}}\n\
          \x20     - {{match: {{prefix: /slow}}, cluster: up, timeout: 100ms}}\n\
          \x20     - {{match: {{prefix: /ok}}, cluster: up}}\n\
          clusters:\n  - {{name: up, endpoints: [\"{up}\"]}}\n  - {{name: dead, endpoints: [\"{closed}\"]}}\n\
@@ -209,11 +210,12 @@ async fn the_access_log_tells_injected_from_upstream_from_local_failures() {
         up = stub.addr()
     );
     let env = Env::from_config(stub, &text, Default::default()).await;
-    let cases: [(&str, &str, u16, &str, &str); 7] = [
+    let cases: [(&str, &str, u16, &str, &str); 8] = [
         ("/ok", "abort", 503, "FI", "injected"),
         ("/ok", "delay", 200, "DI", "none"),
         ("/ok", "both", 503, "DI,FI", "injected"),
         ("/dead", "-", 503, "UF", "upstream"),
+        ("/retry", "-", 503, "UF,URX", "upstream"),
         ("/slow?delay_ms=1000", "-", 504, "UT", "upstream"),
         ("/nowhere", "-", 404, "NR", "local"),
         ("/ok?status=503", "-", 503, "-", "upstream"),
@@ -244,5 +246,5 @@ async fn the_access_log_tells_injected_from_upstream_from_local_failures() {
         assert_eq!(line["failure_source"], source, "{line}");
     }
     assert_eq!(lines[0]["upstream_cluster"], "up");
-    assert_eq!(lines[5]["route"], "-");
+    assert_eq!(lines[6]["route"], "-");
 }
