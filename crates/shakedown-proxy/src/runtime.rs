@@ -236,7 +236,6 @@ impl Proxy {
     pub async fn apply(&self, config: ProxyConfig) -> Result<u64, ApplyError> {
         let shared = &self.shared;
         let mut rt = shared.runtime.lock().await;
-        rt.drain = config.drain_timeout;
 
         // Phase 1: everything that can fail, off to the side.
         let mut clusters = HashMap::new();
@@ -332,6 +331,7 @@ impl Proxy {
             .collect();
         rt.listeners = next;
         rt.clusters = clusters;
+        rt.drain = config.drain_timeout;
         let version = shared.faults.replace_file_faults(config.faults.clone());
         let mut view = shared.view.write().unwrap_or_else(|p| p.into_inner());
         view.raw = serde_json::to_value(&config.raw).unwrap_or(Value::Null);

@@ -248,3 +248,37 @@ async fn the_access_log_tells_injected_from_upstream_from_local_failures() {
     assert_eq!(lines[0]["upstream_cluster"], "up");
     assert_eq!(lines[6]["route"], "-");
 }
+
+#[tokio::test]
+async fn downstream_cluster_series_are_capped_against_untrusted_headers() {
+    let env = Env::with_faults("  - name: a\n    abort: {http_status: 503}\n", 1).await;
+    let limit = shakedown_proxy::metrics::MAX_DOWNSTREAM_CLUSTERS;
+    for i in 0..limit + 20 {
+        let name = format!("caller-{i}");
+        let r = fixture::send(
+            &env.http1,
+            Method::GET,
+            env.listen(),
+            "/",
+            &[("x-envoy-downstream-service-cluster", &name)],
+            bytes::Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.status, 503);
+    }
+    let text = env
+        .admin_call(Method::GET, "/stats/prometheus", "")
+        .await
+        .text();
+    let series = text
+        .lines()
+        .filter(|l| l.contains("envoy_fault_downstream_cluster="))
+        .count();
+    assert_eq!(series, limit);
+    let p = [("envoy_http_conn_manager_prefix", "out")];
+    assert_eq!(
+        metric_value(&text, "envoy_http_fault_aborts_injected", &p),
+        Some((limit + 20) as f64),
+        "the total still counts all"
+    );
+}

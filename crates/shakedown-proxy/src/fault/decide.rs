@@ -186,8 +186,10 @@ pub fn decide(
                 if let Some(d) = duration.filter(|d| !d.is_zero()) {
                     mark(&mut plan);
                     stats.delays_injected.inc();
-                    if let Some(c) = downstream_cluster {
-                        stats.downstream_cluster("delays_injected", c).inc();
+                    if let Some(c) = downstream_cluster
+                        .and_then(|c| stats.downstream_cluster("delays_injected", c))
+                    {
+                        c.inc();
                     }
                     plan.delay += d;
                 }

@@ -123,8 +123,10 @@ where
             let mut response = match abort_with {
                 Some(with) => {
                     stats.fault.aborts_injected.inc();
-                    if let Some(c) = &abort_downstream_cluster {
-                        stats.fault.downstream_cluster("aborts_injected", c).inc();
+                    if let Some(c) = abort_downstream_cluster
+                        .and_then(|c| stats.fault.downstream_cluster("aborts_injected", &c))
+                    {
+                        c.inc();
                     }
                     if let Some(i) = &info {
                         i.set(Flag::FI);

@@ -96,6 +96,7 @@ impl ProxyStats {
                 ),
                 registry: r.clone(),
                 prefix: stat_prefix.to_owned(),
+                downstream_clusters: Default::default(),
             },
         })
     }
@@ -215,11 +216,30 @@ pub struct FaultStats {
     pub active_faults: Gauge,
     registry: Arc<Registry>,
     prefix: String,
+    downstream_clusters: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// At most this many distinct `x-envoy-downstream-service-cluster` values get their own series
+/// per listener: the header comes from clients, and an unbounded label would let any client
+/// grow the proxy's memory and every scrape.
+pub const MAX_DOWNSTREAM_CLUSTERS: usize = 256;
+
 impl FaultStats {
-    /// Envoy's per-downstream-cluster counter (`x-envoy-downstream-service-cluster`).
-    pub fn downstream_cluster(&self, which: &'static str, cluster: &str) -> Counter {
+    /// Envoy's per-downstream-cluster counter (`x-envoy-downstream-service-cluster`), or `None`
+    /// once [`MAX_DOWNSTREAM_CLUSTERS`] distinct values have been seen.
+    pub fn downstream_cluster(&self, which: &'static str, cluster: &str) -> Option<Counter> {
+        {
+            let mut seen = self
+                .downstream_clusters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !seen.contains(cluster) {
+                if seen.len() >= MAX_DOWNSTREAM_CLUSTERS {
+                    return None;
+                }
+                seen.insert(cluster.to_owned());
+            }
+        }
         let (name, help) = match which {
             "delays_injected" => (
                 "envoy_http_fault_delays_injected",
@@ -230,14 +250,14 @@ impl FaultStats {
                 "Requests aborted by a fault",
             ),
         };
-        self.registry.counter(
+        Some(self.registry.counter(
             name,
             help,
             &[
                 ("envoy_fault_downstream_cluster", cluster),
                 ("envoy_http_conn_manager_prefix", &self.prefix),
             ],
-        )
+        ))
     }
 }
 

@@ -12,7 +12,7 @@
 
 mod envoy;
 
-pub use envoy::{ClusterStats, FaultStats, ListenerStats, ProxyStats};
+pub use envoy::{ClusterStats, FaultStats, ListenerStats, MAX_DOWNSTREAM_CLUSTERS, ProxyStats};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
