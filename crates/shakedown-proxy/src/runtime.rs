@@ -128,7 +128,14 @@ impl Proxy {
             Some(path) => Some(AccessLog::start(path, &stats.registry).await?),
             None => None,
         };
-        let admin_listener = TcpListener::bind(options.admin.unwrap_or(config.admin)).await?;
+        let admin_addr = options.admin.unwrap_or(config.admin);
+        if !admin_addr.ip().is_loopback() {
+            tracing::warn!(
+                %admin_addr,
+                "the admin endpoint can change faults and is not on loopback: anyone who reaches it controls this proxy"
+            );
+        }
+        let admin_listener = TcpListener::bind(admin_addr).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             stats,
