@@ -207,10 +207,9 @@ async fn reloads_reject_bad_files_keep_serving_and_keep_connections() {
         ..Default::default()
     };
     let env = Env::from_config(stub, &good, options).await;
-    let prefix = [("envoy_http_conn_manager_prefix", "out")];
     assert_eq!(env.get("/").await.status, 200);
     let v0 = env.config_version().await;
-    let connections = env.metric("envoy_http_downstream_cx_total", &prefix).await;
+    let connections = env.out_metric("envoy_http_downstream_cx_total").await;
 
     std::fs::write(&path, good.replace("cluster: up\n", "cluster: missing\n")).unwrap();
     let err = env.proxy.reload().await.unwrap_err().to_string();
@@ -245,7 +244,7 @@ async fn reloads_reject_bad_files_keep_serving_and_keep_connections() {
     assert!(v1 > v0);
     assert_eq!(env.get("/").await.status, 418, "the new config applies");
     assert_eq!(
-        env.metric("envoy_http_downstream_cx_total", &prefix).await,
+        env.out_metric("envoy_http_downstream_cx_total").await,
         connections,
         "the keep-alive connection opened before the reloads is still the one in use"
     );

@@ -191,19 +191,16 @@ async fn max_active_faults_lets_the_overflow_pass_untouched_and_counts_it() {
         }
     }
     assert_eq!(slow, 2);
-    let prefix = [("envoy_http_conn_manager_prefix", "out")];
     assert_eq!(
-        env.metric("envoy_http_fault_faults_overflow", &prefix)
-            .await,
+        env.out_metric("envoy_http_fault_faults_overflow").await,
         Some(2.0)
     );
     assert_eq!(
-        env.metric("envoy_http_fault_delays_injected", &prefix)
-            .await,
+        env.out_metric("envoy_http_fault_delays_injected").await,
         Some(2.0)
     );
     assert_eq!(
-        env.metric("envoy_http_fault_active_faults", &prefix).await,
+        env.out_metric("envoy_http_fault_active_faults").await,
         Some(0.0)
     );
 }
@@ -223,9 +220,8 @@ async fn response_rate_limit_throttles_the_body_only() {
         "{:?}",
         r.elapsed
     );
-    let prefix = [("envoy_http_conn_manager_prefix", "out")];
     assert_eq!(
-        env.metric("envoy_http_fault_response_rl_injected", &prefix)
+        env.out_metric("envoy_http_fault_response_rl_injected")
             .await,
         Some(1.0)
     );

@@ -100,9 +100,8 @@ async fn delay_and_throughput_headers() {
         .await;
     assert_eq!(r.body.len(), 32768);
     assert!(r.elapsed >= Duration::from_millis(850), "{:?}", r.elapsed);
-    let prefix = [("envoy_http_conn_manager_prefix", "out")];
     assert_eq!(
-        env.metric("envoy_http_fault_response_rl_injected", &prefix)
+        env.out_metric("envoy_http_fault_response_rl_injected")
             .await,
         Some(1.0)
     );
@@ -242,15 +241,12 @@ async fn http2_and_http1_share_the_listener() {
     );
     let h1 = env.get("/echo").await;
     assert_eq!(h1.json()["version"], "HTTP/1.1");
-    let prefix = [("envoy_http_conn_manager_prefix", "out")];
     assert_eq!(
-        env.metric("envoy_http_downstream_rq_http2_total", &prefix)
-            .await,
+        env.out_metric("envoy_http_downstream_rq_http2_total").await,
         Some(1.0)
     );
     assert_eq!(
-        env.metric("envoy_http_downstream_rq_http1_total", &prefix)
-            .await,
+        env.out_metric("envoy_http_downstream_rq_http1_total").await,
         Some(1.0)
     );
 }
