@@ -287,3 +287,48 @@ async fn downstream_nodes_limit_a_fault_to_the_named_callers() {
     assert_eq!(env.get_with("/", &node("search-v1")).await.status, 200);
     assert_eq!(env.get("/").await.status, 200, "no node header, no fault");
 }
+
+#[tokio::test]
+async fn an_injected_delay_does_not_count_against_the_route_timeout() {
+    // Envoy's fault filter runs before the router, whose timer starts after the delay.
+    let stub = shakedown_testkit::Stub::start().await.unwrap();
+    let text = fixture::base_config(stub.addr(), 7).replace(
+        "        cluster: up\n",
+        "        cluster: up\n        timeout: 100ms\n",
+    ) + "faults:\n  - name: slow\n    delay: {fixed_delay: 250ms}\n";
+    let env = Env::from_config(stub, &text, Default::default()).await;
+    let r = env.get("/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.elapsed >= Duration::from_millis(250), "{:?}", r.elapsed);
+    // The timeout still applies to the upstream itself, counted after the delay.
+    let r = env.get("/?delay_ms=400").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (504, "upstream request timeout")
+    );
+    assert!(
+        r.elapsed >= Duration::from_millis(350) && r.elapsed < Duration::from_millis(700),
+        "{:?}",
+        r.elapsed
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_with_an_abort_aborts_at_once_and_still_counts_the_rate_limit() {
+    let env = Env::with_faults("  - name: rl-abort\n    response_rate_limit: {fixed_limit: {limit_kbps: 1}}\n    abort: {http_status: 503}\n", 1).await;
+    let r = env.get("/?size=65536").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (503, "fault filter abort")
+    );
+    assert!(r.elapsed < Duration::from_millis(300), "{:?}", r.elapsed);
+    assert_eq!(
+        env.out_metric("envoy_http_fault_response_rl_injected")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        env.out_metric("envoy_http_fault_aborts_injected").await,
+        Some(1.0)
+    );
+}

@@ -181,10 +181,47 @@ async fn a_grpc_abort_is_a_trailers_only_response() {
 
 #[tokio::test]
 async fn an_http_abort_of_a_grpc_request_is_mapped_to_a_grpc_status() {
-    let env = Env::with_faults("  - name: g\n    abort: {http_status: 503}\n", 1).await;
-    let r = grpc(&env, &[]).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.headers["grpc-status"], "14", "503 -> UNAVAILABLE");
+    for (http, grpc_status) in [
+        (503, "14"),
+        (429, "14"),
+        (404, "12"),
+        (403, "7"),
+        (418, "2"),
+    ] {
+        let env = Env::with_faults(
+            &format!("  - name: g\n    abort: {{http_status: {http}}}\n"),
+            1,
+        )
+        .await;
+        let r = grpc(&env, &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["grpc-status"], grpc_status, "{http}");
+    }
+}
+
+#[tokio::test]
+async fn a_grpc_abort_over_http1_has_no_body_and_closes_the_connection_like_envoy() {
+    let env = Env::with_faults("  - name: g\n    abort: {grpc_status: 14}\n", 1).await;
+    let headers = [("content-type", "application/grpc")];
+    let r = send(
+        &env.http1,
+        Method::POST,
+        env.listen(),
+        "/pkg.Service/Call",
+        &headers,
+        Bytes::from_static(&[0, 0, 0, 0, 0]),
+    )
+    .await;
+    assert_eq!(
+        (
+            r.status.as_u16(),
+            r.headers["grpc-status"].to_str().unwrap()
+        ),
+        (200, "14")
+    );
+    assert!(r.body.is_empty());
+    assert_eq!(r.headers["content-length"], "0");
+    assert_eq!(r.headers["connection"], "close");
 }
 
 #[tokio::test]

@@ -2,10 +2,11 @@
 //!
 //! HTTP: the status, `content-type: text/plain`, body `fault filter abort`. gRPC (request
 //! `content-type: application/grpc…`): HTTP 200 with `grpc-status` and `grpc-message` in a
-//! trailers-only response (headers with END_STREAM on h2; `content-length: 0` on HTTP/1.1); an
+//! trailers-only response (headers with END_STREAM on h2; `content-length: 0` and
+//! `connection: close` on HTTP/1.x, as Envoy 1.40 answers); an
 //! HTTP status asked of a gRPC request is mapped to a gRPC status as Envoy maps it.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, Version, header};
 
 use super::decide::AbortWith;
 use crate::body::ResponseBody;
@@ -20,8 +21,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Builds the abort response.
-pub fn response(with: AbortWith, grpc_request: bool) -> Response<ResponseBody> {
+/// Builds the abort response for a request of `version`.
+pub fn response(with: AbortWith, grpc_request: bool, version: Version) -> Response<ResponseBody> {
     let grpc_status = match (with, grpc_request) {
         (AbortWith::Http(s), true) => Some(http_to_grpc(s)),
         (AbortWith::Grpc(g), true) => Some(g),
@@ -36,6 +37,10 @@ pub fn response(with: AbortWith, grpc_request: bool) -> Response<ResponseBody> {
         );
         h.insert("grpc-status", HeaderValue::from(g));
         h.insert("grpc-message", HeaderValue::from_static(ABORT_BODY));
+        if version < Version::HTTP_2 {
+            // HTTP/1.x cannot carry the trailers a gRPC client waits for; Envoy closes.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         return r;
     }
     let status = match with {
@@ -75,11 +80,14 @@ mod tests {
 
     #[test]
     fn grpc_answer_is_trailers_only() {
-        let r = response(AbortWith::Grpc(14), true);
+        let r = response(AbortWith::Grpc(14), true, Version::HTTP_2);
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["grpc-status"], "14");
         assert!(http_body::Body::is_end_stream(r.body()));
-        let r = response(AbortWith::Http(503), false);
+        assert!(!r.headers().contains_key(header::CONNECTION));
+        let r = response(AbortWith::Grpc(14), true, Version::HTTP_11);
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        let r = response(AbortWith::Http(503), false, Version::HTTP_11);
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["content-type"], "text/plain");
     }

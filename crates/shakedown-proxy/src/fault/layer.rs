@@ -131,7 +131,7 @@ where
                     if let Some(i) = &info {
                         i.set(Flag::FI);
                     }
-                    abort::response(with, abort::is_grpc(req.headers()))
+                    abort::response(with, abort::is_grpc(req.headers()), req.version())
                 }
                 None => match inner.call(req).await {
                     Ok(r) => r,
