@@ -9,14 +9,17 @@
 pub mod duration;
 pub mod fault;
 pub mod header_match;
+pub mod load;
 pub mod percent;
 pub mod proxy;
 pub mod source;
+pub mod threshold;
 
 pub use fault::{
     Abort, AbortSource, Delay, DelaySource, FaultForm, HttpFault, Lifetime, RateLimit,
     RateLimitSource,
 };
+pub use load::{LoadSpec, Profile, Scenario};
 pub use percent::{Denominator, FractionalPercent};
 pub use proxy::{Cluster, Listener, ProxyConfig, Route, UpstreamProtocol};
 pub use source::{ConfigError, Diagnostic, Document, Problems};
@@ -25,6 +28,11 @@ pub use source::{ConfigError, Diagnostic, Document, Problems};
 /// public API; `schema/proxy-config.schema.json` is this, committed).
 pub fn proxy_config_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(proxy::RawProxyConfig)).unwrap_or_default()
+}
+
+/// The JSON Schema of a load file (`shakedown load --config`).
+pub fn load_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(load::RawLoad)).unwrap_or_default()
 }
 
 /// The JSON Schema of one fault (a control API body or a `faults:` entry).

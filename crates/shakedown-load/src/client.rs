@@ -1,0 +1,431 @@
+//! The HTTP client of the load generator: one connection per worker, on hyper's connection API.
+//!
+//! A pooled client (hyper-util's legacy one) would hide which connection a request used and add
+//! a lock per request; a load generator wants the opposite: each worker owns its connections
+//! (HTTP/1.1 keep-alive, or HTTP/2 by prior knowledge or ALPN), reconnects when one closes, and
+//! every byte on the wire is counted under TLS, so `data_sent`/`data_received` are what the
+//! network carried. A request that a reused connection refused before anything was written
+//! (the server closed it while idle) is sent again on a fresh one, once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use shakedown_model::load::{HttpOptions, HttpVersion, RequestTemplate};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::LoadError;
+
+/// Bytes written and read on every connection of a run.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    /// Bytes written to sockets.
+    pub sent: AtomicU64,
+    /// Bytes read from sockets.
+    pub received: AtomicU64,
+}
+
+/// A request template made ready to send many times.
+#[derive(Debug)]
+struct Prepared {
+    method: Method,
+    /// Origin-form for HTTP/1.1 (`/path?q`), absolute for HTTP/2.
+    h1_uri: Uri,
+    h2_uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    endpoint: usize,
+}
+
+/// Where connections go: one per distinct scheme, host and port of the templates.
+#[derive(Debug)]
+struct Endpoint {
+    authority: String,
+    host: String,
+    addrs: Vec<SocketAddr>,
+    tls: bool,
+}
+
+/// How one request ended, seen from the wire.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Response status, if a response came.
+    pub status: Option<u16>,
+    /// Why no (complete) response came.
+    pub error: Option<&'static str>,
+    /// The body, when asked for (checks that look into it).
+    pub body: Option<Bytes>,
+}
+
+/// The run's client: templates, endpoints and TLS, shared by all workers.
+pub struct Client {
+    prepared: Vec<Prepared>,
+    endpoints: Vec<Endpoint>,
+    tls: Option<TlsConnector>,
+    version: HttpVersion,
+    timeout: Duration,
+    counters: Arc<IoCounters>,
+}
+
+/// The connections one worker owns, one slot per endpoint.
+#[derive(Default)]
+pub struct Conns(Vec<Option<Sender>>);
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    /// Resolves the templates' hosts and prepares them.
+    pub async fn new(
+        templates: &[RequestTemplate],
+        http: &HttpOptions,
+        counters: Arc<IoCounters>,
+    ) -> Result<Self, LoadError> {
+        let mut endpoints: Vec<Endpoint> = Vec::new();
+        let mut prepared = Vec::new();
+        let user_agent = HeaderValue::from_static(concat!("shakedown/", env!("CARGO_PKG_VERSION")));
+        for t in templates {
+            let tls = t.url.scheme_str() == Some("https");
+            let host = t.url.host().unwrap_or_default().to_string();
+            let port = t.url.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let authority = t
+                .url
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_else(|| host.clone());
+            let endpoint = match endpoints
+                .iter()
+                .position(|e| e.authority == authority && e.tls == tls)
+            {
+                Some(i) => i,
+                None => {
+                    let bare = host.trim_start_matches('[').trim_end_matches(']');
+                    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+                        .await
+                        .map_err(|e| LoadError::Resolve(host.clone(), e))?
+                        .collect();
+                    endpoints.push(Endpoint {
+                        authority: authority.clone(),
+                        host,
+                        addrs,
+                        tls,
+                    });
+                    endpoints.len() - 1
+                }
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(USER_AGENT, user_agent.clone());
+            for (k, v) in &t.headers {
+                headers.insert(k.clone(), v.clone());
+            }
+            let path = t.url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            prepared.push(Prepared {
+                method: t.method.clone(),
+                h1_uri: path
+                    .parse()
+                    .map_err(|_| LoadError::Url(t.url.to_string()))?,
+                h2_uri: t.url.clone(),
+                headers,
+                body: Bytes::from(t.body.clone()),
+                endpoint,
+            });
+        }
+        let tls = if endpoints.iter().any(|e| e.tls) {
+            Some(TlsConnector::from(
+                crate::tls::client_config(http).map_err(LoadError::Tls)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            prepared,
+            endpoints,
+            tls,
+            version: http.version,
+            timeout: http.timeout,
+            counters,
+        })
+    }
+
+    /// Sends template `index` on the worker's connection (opening one if needed) and reads the
+    /// whole response, within the request timeout.
+    pub async fn send(&self, conns: &mut Conns, index: usize, want_body: bool) -> Outcome {
+        let p = &self.prepared[index];
+        if conns.0.len() < self.endpoints.len() {
+            conns.0.resize_with(self.endpoints.len(), || None);
+        }
+        match tokio::time::timeout(self.timeout, self.exchange(conns, p, want_body)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // The connection is mid-exchange: it cannot carry another request.
+                conns.0[p.endpoint] = None;
+                Outcome {
+                    status: None,
+                    error: Some("timeout"),
+                    body: None,
+                }
+            }
+        }
+    }
+
+    async fn exchange(&self, conns: &mut Conns, p: &Prepared, want_body: bool) -> Outcome {
+        let failed = |error| Outcome {
+            status: None,
+            error: Some(error),
+            body: None,
+        };
+        let slot = &mut conns.0[p.endpoint];
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            let reused = slot.is_some();
+            if slot.as_ref().is_none_or(Sender::is_closed) {
+                match self.connect(&self.endpoints[p.endpoint]).await {
+                    Ok(s) => *slot = Some(s),
+                    Err(e) => {
+                        *slot = None;
+                        return failed(e);
+                    }
+                }
+            }
+            let Some(sender) = slot.as_mut() else {
+                return failed("connect");
+            };
+            let result = match sender {
+                Sender::H1(s) => {
+                    if s.ready().await.is_err() {
+                        *slot = None;
+                        continue;
+                    }
+                    s.try_send_request(self.request(p, false)).await
+                }
+                Sender::H2(s) => {
+                    if s.ready().await.is_err() {
+                        *slot = None;
+                        continue;
+                    }
+                    s.try_send_request(self.request(p, true)).await
+                }
+            };
+            match result {
+                Ok(r) => break r,
+                Err(mut e) => {
+                    *slot = None;
+                    // Nothing was written: the idle connection was closed under us. Once.
+                    if reused && attempt == 1 && e.take_message().is_some() {
+                        continue;
+                    }
+                    return failed(classify(e.error()));
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let close = response
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let mut body = response.into_body();
+        let mut kept = want_body.then(Vec::new);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let (Some(buf), Some(data)) = (kept.as_mut(), f.data_ref()) {
+                        buf.extend_from_slice(data);
+                    }
+                }
+                Err(e) => {
+                    *slot = None;
+                    return Outcome {
+                        status: Some(status),
+                        error: Some(classify(&e)),
+                        body: None,
+                    };
+                }
+            }
+        }
+        if close {
+            *slot = None;
+        }
+        Outcome {
+            status: Some(status),
+            error: None,
+            body: kept.map(Bytes::from),
+        }
+    }
+
+    fn request(&self, p: &Prepared, h2: bool) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(p.body.clone()));
+        *req.method_mut() = p.method.clone();
+        *req.headers_mut() = p.headers.clone();
+        if h2 {
+            *req.uri_mut() = p.h2_uri.clone();
+            *req.version_mut() = http::Version::HTTP_2;
+        } else {
+            *req.uri_mut() = p.h1_uri.clone();
+            if !req.headers().contains_key(HOST) {
+                if let Ok(host) = HeaderValue::from_str(&self.endpoints[p.endpoint].authority) {
+                    req.headers_mut().insert(HOST, host);
+                }
+            }
+        }
+        req
+    }
+
+    async fn connect(&self, e: &Endpoint) -> Result<Sender, &'static str> {
+        let mut last = "connect";
+        for addr in &e.addrs {
+            let tcp = match TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(err) => {
+                    last = if err.kind() == io::ErrorKind::ConnectionRefused {
+                        "connection refused"
+                    } else {
+                        "connect"
+                    };
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let io = Counted {
+                inner: tcp,
+                counters: self.counters.clone(),
+            };
+            return match (&self.tls, e.tls) {
+                (Some(tls), true) => {
+                    let name = rustls::pki_types::ServerName::try_from(
+                        e.host
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                    )
+                    .map_err(|_| "tls")?;
+                    let stream = tls.connect(name, io).await.map_err(|_| "tls")?;
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    self.handshake(TokioIo::new(stream), h2).await
+                }
+                _ => {
+                    self.handshake(TokioIo::new(io), self.version == HttpVersion::Http2)
+                        .await
+                }
+            };
+        }
+        Err(last)
+    }
+
+    async fn handshake<T>(&self, io: TokioIo<T>, h2: bool) -> Result<Sender, &'static str>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        if h2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|_| "handshake")?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = http1::handshake(io).await.map_err(|_| "handshake")?;
+            tokio::spawn(conn);
+            Ok(Sender::H1(sender))
+        }
+    }
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::H1(s) => s.is_closed(),
+            Self::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// Names a hyper error the way the summary reports it.
+fn classify(e: &hyper::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_incomplete_message() {
+        "connection closed"
+    } else if e.is_parse() || e.is_parse_status() {
+        "bad response"
+    } else if e.is_canceled() {
+        "canceled"
+    } else {
+        "connection error"
+    }
+}
+
+/// A stream that counts the bytes it moves.
+struct Counted<S> {
+    inner: S,
+    counters: Arc<IoCounters>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.counters
+                .received
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,586 @@
+//! Running a [`LoadSpec`]: the open model's dispatcher, the closed model's virtual users, and the
+//! collector that turns their samples into totals, a time series, live progress and aborts.
+//!
+//! Workers record into a few mutex-guarded shards (uncontended in practice: a lock per finished
+//! request, held for a histogram increment); once per interval the collector swaps each shard
+//! for an empty one and adds what it held to the interval and the totals. Timing in the open
+//! model is taken from each request's intended start (`start + offset_i`), so a stalled server
+//! shows up as the latency the planned requests really suffered — queueing included — and the
+//! latency from the actual send is kept beside it as `http_req_duration_uncorrected`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shakedown_model::load::{Check, HttpOptions};
+use shakedown_model::{LoadSpec, Scenario};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::client::{Client, Conns, IoCounters, Outcome};
+use crate::samples::{Sample, Samples, Tags};
+use crate::schedule::Arrivals;
+use crate::series::{Point, Series};
+use crate::thresholds::{Verdict, judge};
+use crate::{LoadError, Report, StopReason};
+
+/// The collector's tick: series resolution and progress cadence.
+const TICK: Duration = Duration::from_secs(1);
+/// How often `abortOnFail` thresholds are judged during the run (k6: every 2 s).
+const ABORT_EVERY: Duration = Duration::from_secs(2);
+
+/// What the live display is told once per tick.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Time since the start.
+    pub elapsed: Duration,
+    /// Planned length.
+    pub planned: Duration,
+    /// Requests finished in the last tick, per second.
+    pub rate: f64,
+    /// Requests planned and not finished (open) or active VUs (closed).
+    pub in_flight: u64,
+    /// Requests finished so far.
+    pub reqs: u64,
+    /// Failed requests so far.
+    pub failed: u64,
+    /// Dropped so far.
+    pub dropped: u64,
+    /// P99 of `http_req_duration` so far, ms.
+    pub p99_ms: f64,
+    /// Whether the schedule has ended and in-flight requests are being waited for.
+    pub stopping: bool,
+}
+
+/// Options of a run that are not part of the spec.
+pub struct RunOptions {
+    /// Called once per tick with the run's progress.
+    pub progress: Option<Box<dyn FnMut(&Progress) + Send>>,
+    /// Turns true to stop the run early (Ctrl-C); the summary is still produced.
+    pub interrupt: Option<watch::Receiver<bool>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            progress: None,
+            interrupt: None,
+        }
+    }
+}
+
+struct Shared {
+    client: Client,
+    tags: Tags,
+    checks: Vec<Check>,
+    http: HttpOptions,
+    shards: Vec<Mutex<Samples>>,
+    weights: Vec<u32>,
+    total_weight: u32,
+    want_body: bool,
+    /// Open model: planned and not finished. Closed model: VUs active.
+    in_flight: AtomicUsize,
+    /// Closed model: VUs the ramp wants now (the `vus` gauge).
+    vus: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn pick(&self, rng: &mut ChaCha8Rng) -> usize {
+        if self.weights.len() == 1 {
+            return 0;
+        }
+        let mut x = rng.random_range(0..self.total_weight);
+        for (i, w) in self.weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        0
+    }
+
+    fn record(
+        &self,
+        worker: usize,
+        template: usize,
+        o: &Outcome,
+        intended: Instant,
+        sent: Instant,
+    ) {
+        let done = Instant::now();
+        let results: Vec<bool> = self.checks.iter().map(|c| passes(c, o)).collect();
+        let sample = Sample {
+            template,
+            status: o.status,
+            error: o.error,
+            expected: o.error.is_none() && o.status.is_some_and(|s| self.http.expected(s)),
+            corrected_us: micros(done - intended),
+            uncorrected_us: micros(done - sent),
+            checks: &results,
+        };
+        let shard = &self.shards[worker % self.shards.len()];
+        shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(&self.tags, &sample);
+    }
+}
+
+fn passes(c: &Check, o: &Outcome) -> bool {
+    let Some(status) = o.status.filter(|_| o.error.is_none()) else {
+        return false;
+    };
+    let status_ok = c.statuses.is_empty() || c.statuses.contains(&status);
+    let body_ok = c.body_contains.as_ref().is_none_or(|needle| {
+        o.body.as_ref().is_some_and(|b| {
+            b.windows(needle.len().max(1))
+                .any(|w| w == needle.as_bytes())
+                || needle.is_empty()
+        })
+    });
+    status_ok && body_ok
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Runs `spec` to the end (or to an abort or interrupt) and reports.
+pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadError> {
+    let counters = Arc::new(IoCounters::default());
+    let client = Client::new(&spec.requests, &spec.http, counters.clone()).await?;
+    let tags = tags_of(spec);
+    let workers = match &spec.scenario {
+        Scenario::Open { connections, .. } => *connections,
+        Scenario::Closed { vus, .. } => vus.peak().ceil() as usize,
+    };
+    let shard_count = workers.clamp(
+        1,
+        4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
+    let shared = Arc::new(Shared {
+        client,
+        checks: spec.checks.clone(),
+        http: spec.http.clone(),
+        shards: (0..shard_count)
+            .map(|_| Mutex::new(Samples::new(&tags)))
+            .collect(),
+        weights: spec.requests.iter().map(|r| r.weight).collect(),
+        total_weight: spec.requests.iter().map(|r| r.weight).sum(),
+        want_body: spec.checks.iter().any(|c| c.body_contains.is_some()),
+        in_flight: AtomicUsize::new(0),
+        vus: AtomicUsize::new(0),
+        dropped: AtomicU64::new(0),
+        tags,
+    });
+
+    // `stop` ends the schedule: the end of the plan, an abort, or an interrupt.
+    let (stop_tx, stop_rx) = watch::channel(None::<StopReason>);
+    let stop_tx = Arc::new(stop_tx);
+    if let Some(mut interrupt) = opts.interrupt.take() {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if interrupt.wait_for(|v| *v).await.is_ok() {
+                stop_tx.send_if_modified(|r| set_once(r, StopReason::Interrupted));
+            }
+        });
+    }
+
+    let start = Instant::now();
+    let planned = spec.scenario.duration();
+    let (vus_max, driver) = match &spec.scenario {
+        Scenario::Open {
+            rate,
+            connections,
+            max_in_flight,
+            graceful_stop,
+            ..
+        } => {
+            let driver = tokio::spawn(open_model(
+                shared.clone(),
+                Arrivals::new(rate),
+                *connections,
+                *max_in_flight,
+                *graceful_stop,
+                start,
+                spec.seed,
+                stop_rx.clone(),
+            ));
+            (*connections, driver)
+        }
+        Scenario::Closed {
+            vus,
+            think_time,
+            graceful_stop,
+            ..
+        } => {
+            let driver = tokio::spawn(closed_model(
+                shared.clone(),
+                vus.clone(),
+                *think_time,
+                *graceful_stop,
+                start,
+                spec.seed,
+                stop_rx.clone(),
+            ));
+            (workers, driver)
+        }
+    };
+
+    let mut collector = Collector {
+        shared: shared.clone(),
+        counters,
+        total: Samples::new(&shared.tags),
+        pending: Samples::new(&shared.tags),
+        pending_ticks: 0,
+        series: Series::new(TICK.as_secs_f64()),
+        last_sent: 0,
+        last_received: 0,
+        vus_max: vus_max as u64,
+        closed: matches!(spec.scenario, Scenario::Closed { .. }),
+    };
+    let mut tick = tokio::time::interval_at(start + TICK, TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_abort_check = start;
+    let mut driver = driver;
+    let mut planned_end = Box::pin(tokio::time::sleep_until(start + planned));
+    let mut schedule_over = false;
+    loop {
+        tokio::select! {
+            _ = &mut driver => break,
+            _ = &mut planned_end, if !schedule_over => {
+                schedule_over = true;
+                stop_tx.send_if_modified(|r| set_once(r, StopReason::Completed));
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let interval = collector.collect(now - start);
+                if now - last_abort_check >= ABORT_EVERY {
+                    last_abort_check = now;
+                    if let Some(v) = abort_verdict(spec, &collector.total, &shared.tags, now - start) {
+                        stop_tx.send_if_modified(|r| set_once(r, StopReason::Threshold(v.metric.clone(), v.source.clone())));
+                    }
+                }
+                if let Some(show) = opts.progress.as_mut() {
+                    show(&Progress {
+                        elapsed: now - start,
+                        planned,
+                        rate: interval.http_reqs as f64 / TICK.as_secs_f64(),
+                        in_flight: shared.in_flight.load(Ordering::Relaxed) as u64,
+                        reqs: collector.total.http_reqs,
+                        failed: collector.total.failed.trues,
+                        dropped: collector.total.dropped,
+                        p99_ms: collector.total.duration.percentile_ms(99.0),
+                        stopping: stop_rx.borrow().is_some(),
+                    });
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    collector.collect(elapsed);
+    collector.flush_pending(elapsed);
+    let stop = stop_rx.borrow().clone().unwrap_or(StopReason::Completed);
+    let verdicts: Vec<Verdict> = spec
+        .thresholds
+        .iter()
+        .map(|t| judge(t, &collector.total, &shared.tags, elapsed))
+        .collect();
+    Ok(Report {
+        samples: collector.total,
+        tags: shared.tags.clone(),
+        series: collector.series,
+        elapsed,
+        planned,
+        stop,
+        verdicts,
+        scenario: describe(&spec.scenario),
+    })
+}
+
+fn set_once(slot: &mut Option<StopReason>, reason: StopReason) -> bool {
+    if slot.is_some() {
+        return false;
+    }
+    *slot = Some(reason);
+    true
+}
+
+fn abort_verdict(
+    spec: &LoadSpec,
+    total: &Samples,
+    tags: &Tags,
+    elapsed: Duration,
+) -> Option<Verdict> {
+    spec.thresholds
+        .iter()
+        .filter(|t| t.abort_on_fail && elapsed >= t.delay_abort_eval)
+        .map(|t| judge(t, total, tags, elapsed))
+        // No samples yet is not a reason to abort; a crossed bound is.
+        .find(|v| !v.ok && v.observed.is_some())
+}
+
+/// The tags samples carry, and the sub-metrics thresholds ask for.
+pub fn tags_of(spec: &LoadSpec) -> Tags {
+    let mut subs = Vec::new();
+    for t in &spec.thresholds {
+        if !t.metric.tags.is_empty() && !subs.contains(&t.metric) {
+            subs.push(t.metric.clone());
+        }
+    }
+    Tags {
+        names: spec.requests.iter().map(|r| r.name.clone()).collect(),
+        methods: spec.requests.iter().map(|r| r.method.to_string()).collect(),
+        checks: spec.checks.iter().map(|c| c.name.clone()).collect(),
+        subs,
+    }
+}
+
+/// One line describing the scenario, for the summary.
+pub fn describe(s: &Scenario) -> String {
+    match s {
+        Scenario::Open {
+            rate,
+            connections,
+            max_in_flight,
+            executor,
+            ..
+        } => {
+            let r = if rate.stages.iter().all(|(_, t)| *t == rate.start) {
+                format!("{:.2} requests/s", rate.start)
+            } else {
+                let targets: Vec<String> = rate
+                    .stages
+                    .iter()
+                    .map(|(d, t)| {
+                        format!(
+                            "{t:.2}/s over {}",
+                            shakedown_model::duration::format_duration(*d)
+                        )
+                    })
+                    .collect();
+                format!("from {:.2}/s: {}", rate.start, targets.join(", "))
+            };
+            format!(
+                "{executor}, {r} for {} ({connections} connections, at most {max_in_flight} in flight)",
+                shakedown_model::duration::format_duration(rate.duration())
+            )
+        }
+        Scenario::Closed {
+            vus,
+            think_time,
+            executor,
+            ..
+        } => format!(
+            "{executor}, up to {} VUs for {}, think time {}",
+            vus.peak(),
+            shakedown_model::duration::format_duration(vus.duration()),
+            shakedown_model::duration::format_duration(*think_time)
+        ),
+    }
+}
+
+struct Collector {
+    shared: Arc<Shared>,
+    counters: Arc<IoCounters>,
+    total: Samples,
+    /// Ticks gathered for the next series point (more than one once the series coarsened).
+    pending: Samples,
+    pending_ticks: u64,
+    series: Series,
+    last_sent: u64,
+    last_received: u64,
+    vus_max: u64,
+    closed: bool,
+}
+
+impl Collector {
+    /// Moves what the shards hold into the totals; returns the tick's samples.
+    fn collect(&mut self, elapsed: Duration) -> Samples {
+        let tags = &self.shared.tags;
+        let mut tick = Samples::new(tags);
+        for shard in &self.shared.shards {
+            let taken = std::mem::replace(
+                &mut *shard.lock().unwrap_or_else(|e| e.into_inner()),
+                Samples::new(tags),
+            );
+            tick.add(&taken);
+        }
+        let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
+        tick.dropped += dropped;
+        let sent = self.counters.sent.load(Ordering::Relaxed);
+        let received = self.counters.received.load(Ordering::Relaxed);
+        tick.data_sent = sent - self.last_sent;
+        tick.data_received = received - self.last_received;
+        (self.last_sent, self.last_received) = (sent, received);
+        self.total.add(&tick);
+        self.total.vus.set(self.vus_now());
+        self.total.vus_max.set(self.vus_max);
+        self.pending.add(&tick);
+        self.pending_ticks += 1;
+        if self.pending_ticks >= self.series.ticks_per_point(TICK.as_secs_f64()) {
+            self.flush_pending(elapsed);
+        }
+        tick
+    }
+
+    /// Closed model: the VUs the ramp wants; open model: connections busy.
+    fn vus_now(&self) -> u64 {
+        if self.closed {
+            self.shared.vus.load(Ordering::Relaxed) as u64
+        } else {
+            (self.shared.in_flight.load(Ordering::Relaxed) as u64).min(self.vus_max)
+        }
+    }
+
+    fn flush_pending(&mut self, elapsed: Duration) {
+        if self.pending_ticks == 0 {
+            return;
+        }
+        let in_flight = self.shared.in_flight.load(Ordering::Relaxed) as u64;
+        let p = Point::from_samples(elapsed.as_secs_f64(), &self.pending, in_flight);
+        self.series.push(p);
+        self.pending = Samples::new(&self.shared.tags);
+        self.pending_ticks = 0;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_model(
+    shared: Arc<Shared>,
+    arrivals: Arrivals,
+    connections: usize,
+    max_in_flight: usize,
+    graceful_stop: Duration,
+    start: Instant,
+    seed: u64,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) {
+    let (tx, rx) = async_channel::unbounded::<Instant>();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..connections {
+        let rx = rx.clone();
+        let shared = shared.clone();
+        workers.spawn(async move {
+            let mut conns = Conns::default();
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            while let Ok(intended) = rx.recv().await {
+                let template = shared.pick(&mut rng);
+                let sent = Instant::now();
+                let outcome = shared
+                    .client
+                    .send(&mut conns, template, shared.want_body)
+                    .await;
+                shared.record(w, template, &outcome, intended, sent);
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+    drop(rx);
+    for offset in arrivals {
+        if stop.borrow().is_some() {
+            break;
+        }
+        let at = start + offset;
+        if at > Instant::now() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        if tx.send(at).await.is_err() {
+            break;
+        }
+    }
+    // Nothing more is planned: let the queue drain, within the grace period.
+    drop(tx);
+    let _ = stop.wait_for(Option::is_some).await;
+    let drained = tokio::time::timeout(graceful_stop, async {
+        while workers.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        workers.abort_all();
+    }
+}
+
+async fn closed_model(
+    shared: Arc<Shared>,
+    vus: shakedown_model::Profile,
+    think: Duration,
+    graceful_stop: Duration,
+    start: Instant,
+    seed: u64,
+    stop: watch::Receiver<Option<StopReason>>,
+) {
+    let peak = vus.peak().ceil() as usize;
+    let (target_tx, target_rx) = watch::channel(vus.start.floor() as usize);
+    shared.vus.store(*target_rx.borrow(), Ordering::Relaxed);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..peak {
+        let shared = shared.clone();
+        let mut target = target_rx.clone();
+        let mut stop = stop.clone();
+        workers.spawn(async move {
+            let mut conns = Conns::default();
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            loop {
+                // Parked while the ramp wants fewer users than this one's index.
+                tokio::select! {
+                    r = target.wait_for(|t| w < *t) => if r.is_err() { return },
+                    _ = stop.wait_for(Option::is_some) => return,
+                }
+                if stop.borrow().is_some() {
+                    return;
+                }
+                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                let template = shared.pick(&mut rng);
+                let sent = Instant::now();
+                let outcome = shared
+                    .client
+                    .send(&mut conns, template, shared.want_body)
+                    .await;
+                shared.record(w, template, &outcome, sent, sent);
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if !think.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(think) => {}
+                        _ = stop.wait_for(Option::is_some) => return,
+                    }
+                }
+            }
+        });
+    }
+    let ramping = vus.stages.iter().any(|(_, t)| *t != vus.start);
+    let mut stop_wait = stop.clone();
+    if ramping {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let want = vus.value_at(start.elapsed()).floor().max(0.0) as usize;
+                    shared.vus.store(want.min(peak), Ordering::Relaxed);
+                    target_tx.send_if_modified(|t| std::mem::replace(t, want) != want);
+                }
+                _ = stop_wait.wait_for(Option::is_some) => break,
+            }
+        }
+    } else {
+        let _ = stop_wait.wait_for(Option::is_some).await;
+    }
+    let drained = tokio::time::timeout(graceful_stop, async {
+        while workers.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        workers.abort_all();
+    }
+}
