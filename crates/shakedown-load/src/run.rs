@@ -8,7 +8,7 @@
 //! shows up as the latency the planned requests really suffered — queueing included — and the
 //! latency from the actual send is kept beside it as `http_req_duration_uncorrected`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shakedown_model::load::{Check, HttpOptions};
 use shakedown_model::{LoadSpec, Scenario};
+use std::time::Instant;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::client::{Client, Conns, IoCounters, Outcome};
 use crate::samples::{Sample, Samples, Tags};
@@ -242,11 +242,11 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
         vus_max: vus_max as u64,
         closed: matches!(spec.scenario, Scenario::Closed { .. }),
     };
-    let mut tick = tokio::time::interval_at(start + TICK, TICK);
+    let mut tick = tokio::time::interval_at((start + TICK).into(), TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_abort_check = start;
     let mut driver = driver;
-    let mut planned_end = Box::pin(tokio::time::sleep_until(start + planned));
+    let mut planned_end = Box::pin(tokio::time::sleep_until((start + planned).into()));
     let mut schedule_over = false;
     loop {
         tokio::select! {
@@ -481,34 +481,63 @@ async fn open_model(
         });
     }
     drop(rx);
+    // The timetable runs on its own thread: a tokio timer rounds every wake-up to the next
+    // millisecond, which would add up to a millisecond of the tool's own lateness to every
+    // intended start; a thread's sleep is accurate to tens of microseconds.
+    let halt = Arc::new(AtomicBool::new(false));
+    let dispatcher = {
+        let shared = shared.clone();
+        let halt = halt.clone();
+        std::thread::Builder::new()
+            .name("shakedown-schedule".into())
+            .spawn(move || dispatch(&shared, arrivals, max_in_flight, start, &halt, &tx))
+    };
+    let _ = stop.wait_for(Option::is_some).await;
+    halt.store(true, Ordering::Relaxed);
+    if let Ok(handle) = dispatcher {
+        // It notices `halt` within one slice of its sleep.
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+    // Nothing more is planned: let the queue drain, within the grace period.
+    let drained = tokio::time::timeout(graceful_stop, async {
+        while workers.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        workers.abort_all();
+    }
+}
+
+/// Sends each arrival's intended start to the connections at that time, or drops it when too
+/// many are already waiting.
+fn dispatch(
+    shared: &Shared,
+    arrivals: Arrivals,
+    max_in_flight: usize,
+    start: Instant,
+    halt: &AtomicBool,
+    tx: &async_channel::Sender<Instant>,
+) {
+    const SLICE: Duration = Duration::from_millis(20);
     for offset in arrivals {
-        if stop.borrow().is_some() {
-            break;
-        }
         let at = start + offset;
-        if at > Instant::now() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(at) => {}
-                _ = stop.changed() => break,
+        loop {
+            if halt.load(Ordering::Relaxed) {
+                return;
             }
+            let now = Instant::now();
+            if at <= now {
+                break;
+            }
+            std::thread::sleep((at - now).min(SLICE));
         }
         if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        if tx.send(at).await.is_err() {
-            break;
+        if tx.send_blocking(at).is_err() {
+            return;
         }
-    }
-    // Nothing more is planned: let the queue drain, within the grace period.
-    drop(tx);
-    let _ = stop.wait_for(Option::is_some).await;
-    let drained = tokio::time::timeout(graceful_stop, async {
-        while workers.join_next().await.is_some() {}
-    });
-    if drained.await.is_err() {
-        workers.abort_all();
     }
 }
 

@@ -10,12 +10,15 @@
 //! * `content-type: application/grpc` — answer as a gRPC server would (`grpc-status: 0` trailer).
 //!
 //! It counts the requests it receives, so a test can prove an aborted request never arrived.
+//! With [`StubOptions`] it can also record when each request arrived (to measure a load
+//! generator's rate from the receiving end) and stall every response once for a while (the
+//! coordinated-omission experiment).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -27,11 +30,29 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Optional behaviour of a stub.
+#[derive(Clone, Debug, Default)]
+pub struct StubOptions {
+    /// Record the arrival time of every request (memory grows with requests: tests only).
+    pub record_arrivals: bool,
+    /// `(after, length)`: from `after` past the first request, hold every response until
+    /// `after + length` — a server that stops answering once, for a while.
+    pub stall: Option<(Duration, Duration)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: AtomicU64,
+    first: Mutex<Option<Instant>>,
+    arrivals: Mutex<Vec<Instant>>,
+    options: StubOptions,
+}
+
 /// A running stub.
 #[derive(Debug)]
 pub struct Stub {
     addr: SocketAddr,
-    requests: Arc<AtomicU64>,
+    state: Arc<State>,
     stop: watch::Sender<bool>,
 }
 
@@ -43,16 +64,41 @@ impl Stub {
 
     /// Starts a stub on a given address.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::bind_with(addr, StubOptions::default()).await
+    }
+
+    /// Starts a stub on `127.0.0.1:0` with options.
+    pub async fn start_with(options: StubOptions) -> std::io::Result<Self> {
+        let addr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+        Self::bind_with(addr, options).await
+    }
+
+    async fn bind_with(addr: SocketAddr, options: StubOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let requests = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(State {
+            options,
+            ..State::default()
+        });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, requests.clone(), stopped));
-        Ok(Self {
-            addr,
-            requests,
-            stop,
-        })
+        tokio::spawn(serve(listener, state.clone(), stopped));
+        Ok(Self { addr, state, stop })
+    }
+
+    /// Arrival times of the requests so far, from the first (needs `record_arrivals`).
+    pub fn arrivals(&self) -> Vec<Duration> {
+        let arrivals = self
+            .state
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(first) = arrivals.first().copied() else {
+            return Vec::new();
+        };
+        arrivals
+            .iter()
+            .map(|t| t.saturating_duration_since(first))
+            .collect()
     }
 
     /// Where it listens.
@@ -62,7 +108,7 @@ impl Stub {
 
     /// How many requests reached it.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.state.requests.load(Ordering::Relaxed)
     }
 }
 
@@ -72,11 +118,7 @@ impl Drop for Stub {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    requests: Arc<AtomicU64>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,12 +131,15 @@ async fn serve(
             _ = stopped.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let requests = requests.clone();
+        let state = state.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                requests.fetch_add(1, Ordering::Relaxed);
-                answer(req)
+                let state = state.clone();
+                async move {
+                    arrive(&state).await;
+                    answer(req).await
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -103,6 +148,34 @@ async fn serve(
                 _ = stopped.changed() => {}
             }
         });
+    }
+}
+
+/// Counts a request, records its arrival, and holds it while a stall is on.
+async fn arrive(state: &State) {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let opts = &state.options;
+    if !opts.record_arrivals && opts.stall.is_none() {
+        return;
+    }
+    let now = Instant::now();
+    let first = *state
+        .first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert(now);
+    if opts.record_arrivals {
+        state
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(now);
+    }
+    if let Some((after, length)) = opts.stall {
+        let (from, until) = (first + after, first + after + length);
+        if now >= from && now < until {
+            tokio::time::sleep_until(until.into()).await;
+        }
     }
 }
 

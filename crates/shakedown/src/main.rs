@@ -11,6 +11,8 @@ use shakedown_model::ProxyConfig;
 use shakedown_proxy::demo::{self, DemoOptions};
 use shakedown_proxy::{Proxy, ProxyOptions};
 
+mod load;
+
 /// Exit code for an invalid config or a run that could not start.
 const EXIT_INVALID: u8 = 4;
 
@@ -62,6 +64,9 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Drive load at a target (open or closed model) and judge k6 thresholds; exit 99 when one
+    /// is crossed. `shakedown load merge` merges summary exports of several machines.
+    Load(Box<load::LoadArgs>),
     /// Serve a stub upstream (HTTP/1.1 + h2c) for tests and benchmarks.
     Stub {
         /// Address to listen on.
@@ -106,6 +111,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             watch,
         } => proxy(config, seed, admin, watch).await,
         Command::Validate { file } => Ok(validate(&file)),
+        Command::Load(args) => load::main(*args).await,
         Command::Demo {
             requests,
             concurrency,
