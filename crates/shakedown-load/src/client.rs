@@ -276,10 +276,11 @@ impl Client {
             *req.version_mut() = http::Version::HTTP_2;
         } else {
             *req.uri_mut() = p.h1_uri.clone();
-            if !req.headers().contains_key(HOST) {
-                if let Ok(host) = HeaderValue::from_str(&self.endpoints[p.endpoint].authority) {
-                    req.headers_mut().insert(HOST, host);
-                }
+            let authority = &self.endpoints[p.endpoint].authority;
+            if !req.headers().contains_key(HOST)
+                && let Ok(host) = HeaderValue::from_str(authority)
+            {
+                req.headers_mut().insert(HOST, host);
             }
         }
         req

@@ -54,21 +54,16 @@ pub struct Progress {
     pub stopping: bool,
 }
 
+/// Receives the run's progress once per tick.
+pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
 /// Options of a run that are not part of the spec.
+#[derive(Default)]
 pub struct RunOptions {
     /// Called once per tick with the run's progress.
-    pub progress: Option<Box<dyn FnMut(&Progress) + Send>>,
+    pub progress: Option<ProgressFn>,
     /// Turns true to stop the run early (Ctrl-C); the summary is still produced.
     pub interrupt: Option<watch::Receiver<bool>>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            progress: None,
-            interrupt: None,
-        }
-    }
 }
 
 struct Shared {

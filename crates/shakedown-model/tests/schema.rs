@@ -36,6 +36,11 @@ fn fault_schema_is_committed() {
 }
 
 #[test]
+fn load_schema_is_committed() {
+    check("load.schema.json", shakedown_model::load_schema());
+}
+
+#[test]
 fn the_schema_describes_the_seed_000_example() {
     let schema = shakedown_model::proxy_config_schema();
     let defs = schema["$defs"].as_object().unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use shakedown_load::run::ProgressFn;
 use shakedown_load::{Progress, Report, RunOptions, StopReason, summary};
 use shakedown_model::LoadSpec;
 use shakedown_model::load::{
@@ -151,7 +152,7 @@ pub(crate) async fn main(args: LoadArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let progress: Option<Box<dyn FnMut(&Progress) + Send>> = if args.quiet {
+    let progress: Option<ProgressFn> = if args.quiet {
         None
     } else {
         Some(progress_printer())
@@ -391,7 +392,7 @@ fn raw_from_flags(a: &LoadArgs) -> Result<RawLoad, String> {
 
 /// Live progress on stderr: one line redrawn each second on a terminal, a plain line every
 /// five seconds otherwise (CI logs).
-fn progress_printer() -> Box<dyn FnMut(&Progress) + Send> {
+fn progress_printer() -> ProgressFn {
     let tty = std::io::stderr().is_terminal();
     let mut last_plain = Duration::ZERO;
     Box::new(move |p: &Progress| {

@@ -47,7 +47,7 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Check a proxy config file and report every problem with file:line:column.
+    /// Check a proxy config or a load file and report every problem with file:line:column.
     Validate {
         /// The config file.
         file: PathBuf,
@@ -153,6 +153,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(file: &Path) -> ExitCode {
+    // A load file is told apart by its `scenario:` key; everything else is a proxy config.
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let is_load = text
+        .lines()
+        .any(|l| l.starts_with("scenario:") || l.starts_with("\"scenario\""));
+    if is_load {
+        return match shakedown_model::LoadSpec::load(&file.display().to_string(), &text) {
+            Ok(spec) => {
+                println!(
+                    "{}: OK (load: {} requests, {} thresholds, {})",
+                    file.display(),
+                    spec.requests.len(),
+                    spec.thresholds.len(),
+                    shakedown_load::run::describe(&spec.scenario)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        };
+    }
     match load(file) {
         Ok(c) => {
             println!(
