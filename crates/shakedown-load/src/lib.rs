@@ -5,9 +5,9 @@
 //! virtual users with think time) for the k6 scripts teams already have. Latencies go into HDR
 //! histograms of bounded size; a per-interval series, k6's metrics and thresholds, and a summary
 //! export whose histograms merge exactly across machines. The binary's `shakedown load` and the
-//! experiment engine both call [`run`].
+//! experiment engine both call [`run()`].
 //!
-//! Modules: [`schedule`] (arrival times), [`client`] (connections, wire byte counts), [`run`]
+//! Modules: [`schedule`] (arrival times), [`client`] (connections, wire byte counts), [`mod@run`]
 //! (models and collector), [`samples`] (what is recorded), [`series`], [`thresholds`],
 //! [`summary`] (text, export, merge), [`tls`].
 
