@@ -9,9 +9,11 @@
 //!
 //! Modules: [`schedule`] (arrival times), [`client`] (connections, wire byte counts), [`mod@run`]
 //! (models and collector), [`samples`] (what is recorded), [`series`], [`thresholds`],
-//! [`summary`] (text, export, merge), [`tls`].
+//! [`summary`] (text, export, merge), [`metrics`] (Prometheus exposition during
+//! a run), [`tls`].
 
 pub mod client;
+pub mod metrics;
 pub mod run;
 pub mod samples;
 pub mod schedule;

@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub progress: Option<ProgressFn>,
     /// Turns true to stop the run early (Ctrl-C); the summary is still produced.
     pub interrupt: Option<watch::Receiver<bool>>,
+    /// Serve the run's metrics in Prometheus's format here while it runs.
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 struct Shared {
@@ -184,6 +186,12 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
         });
     }
 
+    let exposition = opts.metrics.take().map(|listener| {
+        let (tx, rx) = watch::channel(Arc::new(String::new()));
+        tokio::spawn(crate::metrics::serve(listener, rx));
+        tx
+    });
+
     let start = Instant::now();
     let planned = spec.scenario.duration();
     let (vus_max, driver) = match &spec.scenario {
@@ -253,6 +261,10 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
             _ = tick.tick() => {
                 let now = Instant::now();
                 let interval = collector.collect(now - start);
+                if let Some(tx) = &exposition {
+                    let in_flight = shared.in_flight.load(Ordering::Relaxed) as u64;
+                    let _ = tx.send(Arc::new(crate::metrics::render(&collector.total, &shared.tags, in_flight)));
+                }
                 if now - last_abort_check >= ABORT_EVERY {
                     last_abort_check = now;
                     if let Some(v) = abort_verdict(spec, &collector.total, &shared.tags, now - start) {

@@ -101,6 +101,11 @@ impl Trend {
         }
     }
 
+    /// Exact sum in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum as f64 / 1e6
+    }
+
     /// Exact smallest value in ms (0 with no values).
     pub fn min_ms(&self) -> f64 {
         if self.count() == 0 {

@@ -261,8 +261,8 @@ async fn an_interrupt_stops_cleanly_and_keeps_the_samples() {
     let r = run(
         &spec,
         RunOptions {
-            progress: None,
             interrupt: Some(rx),
+            ..RunOptions::default()
         },
     )
     .await
@@ -286,4 +286,58 @@ async fn http2_by_prior_knowledge() {
     .await;
     assert!(r.samples.checks.total > 10);
     assert_eq!(r.samples.checks.trues, r.samples.checks.total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_prometheus_format_during_the_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stub = Stub::start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spec = spec(&format!(
+        "target: http://{}/\nscenario: {{executor: constant-arrival-rate, rate: 200, duration: 2500ms}}\nchecks: [{{name: ok, status: 200}}]\n",
+        stub.addr()
+    ));
+    let running = tokio::spawn(async move {
+        run(
+            &spec,
+            RunOptions {
+                metrics: Some(listener),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.unwrap();
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{line}` in\n{text}"))
+    };
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+    // Two ticks collected by 2.2 s: 400 requests planned by 2 s, all finished.
+    let ok = value("shakedown_load_http_reqs_total{status_class=\"2xx\"}");
+    assert!((380.0..=440.0).contains(&ok), "{ok}");
+    assert_eq!(value("shakedown_load_http_req_duration_seconds_count"), ok);
+    assert_eq!(
+        value("shakedown_load_http_req_duration_seconds_bucket{le=\"+Inf\"}"),
+        ok
+    );
+    assert!(value("shakedown_load_http_req_duration_seconds_bucket{le=\"1\"}") <= ok);
+    assert_eq!(
+        value("shakedown_load_checks_total{check=\"ok\",result=\"pass\"}"),
+        ok
+    );
+    assert!(value("shakedown_load_data_received_bytes_total") > 0.0);
+    let r = running.await.unwrap();
+    assert_eq!(r.samples.http_reqs, 500);
 }

@@ -100,6 +100,9 @@ pub(crate) struct LoadArgs {
     /// Write the summary as JSON (k6's --summary-export shape, plus mergeable histograms).
     #[arg(long)]
     summary_export: Option<PathBuf>,
+    /// Serve the run's metrics in Prometheus's format at this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// No live progress.
     #[arg(long, short)]
     quiet: bool,
@@ -157,11 +160,25 @@ pub(crate) async fn main(args: LoadArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(progress_printer())
     };
+    let metrics = match args.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!("metrics served on {addr}, off loopback");
+            }
+            eprintln!("metrics: http://{}/metrics", listener.local_addr()?);
+            Some(listener)
+        }
+    };
     let report = shakedown_load::run(
         &spec,
         RunOptions {
             progress,
             interrupt: Some(interrupt_rx),
+            metrics,
         },
     )
     .await
@@ -501,7 +518,7 @@ mod tests {
 
     #[test]
     fn bad_flags_name_the_flag() {
-        let e = spec_of(&["http://127.0.0.1:1/", "--rate", "-5"]).unwrap_err();
+        let e = spec_of(&["http://127.0.0.1:1/", "--rate=-5"]).unwrap_err();
         assert!(e.contains("--rate: must be a number > 0"), "{e}");
         let e = spec_of(&["http://127.0.0.1:1/", "--vus", "1", "-d", "soon"]).unwrap_err();
         assert!(e.contains("--duration:"), "{e}");
