@@ -7,6 +7,7 @@
 //! network carried. A request that a reused connection refused before anything was written
 //! (the server closed it while idle) is sent again on a fresh one, once.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -84,8 +85,98 @@ pub struct Client {
 pub struct Conns(Vec<Option<Sender>>);
 
 enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
+    /// HTTP/1.1: the connection is driven inside the worker's own task while it has a request
+    /// out (see [`drive`]), saving a task wake-up each way per request.
+    H1(http1::SendRequest<Full<Bytes>>, Driver),
+    /// HTTP/2: the connection runs as its own task (it answers pings and settings).
     H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// A connection's I/O future.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// How one try on one connection went.
+enum Attempt {
+    /// A response (or a failure after sending); whether the connection stays usable.
+    Done(Outcome, bool),
+    /// Refused before anything was written.
+    NotSent(&'static str),
+}
+
+impl Outcome {
+    fn failed(error: &'static str) -> Self {
+        Self {
+            status: None,
+            error: Some(error),
+            body: None,
+        }
+    }
+}
+
+/// Polls `exchange` and the connection together until the exchange ends; returns its result and
+/// whether the connection ended meanwhile. The connection is not polled between requests: an
+/// idle HTTP/1.1 connection has nothing to do, and one the server closed meanwhile is noticed
+/// when the next request is refused before anything is written (and sent again on a new one).
+async fn drive<F: Future<Output = Attempt>>(exchange: F, driver: &mut Driver) -> (Attempt, bool) {
+    tokio::pin!(exchange);
+    tokio::select! {
+        biased;
+        done = &mut exchange => (done, false),
+        _ = driver.as_mut() => {
+            // The connection is over; what it delivered before is still there to read, and
+            // what it did not is failed by hyper.
+            (exchange.await, true)
+        }
+    }
+}
+
+/// Reads a response to its end.
+async fn read(
+    sent: Result<
+        hyper::Response<hyper::body::Incoming>,
+        hyper::client::conn::TrySendError<Request<Full<Bytes>>>,
+    >,
+    want_body: bool,
+) -> Attempt {
+    let response = match sent {
+        Ok(r) => r,
+        Err(mut e) => {
+            if e.take_message().is_some() {
+                return Attempt::NotSent(classify(e.error()));
+            }
+            return Attempt::Done(Outcome::failed(classify(e.error())), false);
+        }
+    };
+    let status = response.status().as_u16();
+    let close = response
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let mut body = response.into_body();
+    let mut kept = want_body.then(Vec::new);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let (Some(buf), Some(data)) = (kept.as_mut(), f.data_ref()) {
+                    buf.extend_from_slice(data);
+                }
+            }
+            Err(e) => {
+                let outcome = Outcome {
+                    status: Some(status),
+                    error: Some(classify(&e)),
+                    body: None,
+                };
+                return Attempt::Done(outcome, false);
+            }
+        }
+    }
+    let outcome = Outcome {
+        status: Some(status),
+        error: None,
+        body: kept.map(Bytes::from),
+    };
+    Attempt::Done(outcome, !close)
 }
 
 impl Client {
@@ -183,88 +274,62 @@ impl Client {
     }
 
     async fn exchange(&self, conns: &mut Conns, p: &Prepared, want_body: bool) -> Outcome {
-        let failed = |error| Outcome {
-            status: None,
-            error: Some(error),
-            body: None,
-        };
         let slot = &mut conns.0[p.endpoint];
-        let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
+        for attempt in 1..=2 {
             let reused = slot.is_some();
             if slot.as_ref().is_none_or(Sender::is_closed) {
                 match self.connect(&self.endpoints[p.endpoint]).await {
                     Ok(s) => *slot = Some(s),
                     Err(e) => {
                         *slot = None;
-                        return failed(e);
+                        return Outcome::failed(e);
                     }
                 }
             }
             let Some(sender) = slot.as_mut() else {
-                return failed("connect");
+                return Outcome::failed("connect");
             };
-            let result = match sender {
-                Sender::H1(s) => {
-                    if s.ready().await.is_err() {
-                        *slot = None;
-                        continue;
-                    }
-                    s.try_send_request(self.request(p, false)).await
+            let (attempt_result, connection_over) = match sender {
+                Sender::H1(s, driver) => {
+                    let req = self.request(p, false);
+                    let exchange = async {
+                        if s.ready().await.is_err() {
+                            return Attempt::NotSent("connection closed");
+                        }
+                        read(s.try_send_request(req).await, want_body).await
+                    };
+                    drive(exchange, driver).await
                 }
                 Sender::H2(s) => {
-                    if s.ready().await.is_err() {
-                        *slot = None;
-                        continue;
-                    }
-                    s.try_send_request(self.request(p, true)).await
+                    let req = self.request(p, true);
+                    let attempt = if s.ready().await.is_err() {
+                        Attempt::NotSent("connection closed")
+                    } else {
+                        read(s.try_send_request(req).await, want_body).await
+                    };
+                    (attempt, false)
                 }
             };
-            match result {
-                Ok(r) => break r,
-                Err(mut e) => {
-                    *slot = None;
-                    // Nothing was written: the idle connection was closed under us. Once.
-                    if reused && attempt == 1 && e.take_message().is_some() {
-                        continue;
-                    }
-                    return failed(classify(e.error()));
-                }
+            if connection_over {
+                *slot = None;
             }
-        };
-        let status = response.status().as_u16();
-        let close = response
-            .headers()
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let mut body = response.into_body();
-        let mut kept = want_body.then(Vec::new);
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => {
-                    if let (Some(buf), Some(data)) = (kept.as_mut(), f.data_ref()) {
-                        buf.extend_from_slice(data);
+            match attempt_result {
+                Attempt::Done(outcome, keep) => {
+                    if !keep {
+                        *slot = None;
                     }
+                    return outcome;
                 }
-                Err(e) => {
+                // Nothing was written: the idle connection was closed under us. Once.
+                Attempt::NotSent(e) => {
                     *slot = None;
-                    return Outcome {
-                        status: Some(status),
-                        error: Some(classify(&e)),
-                        body: None,
-                    };
+                    if !(reused && attempt == 1) {
+                        return Outcome::failed(e);
+                    }
                 }
             }
         }
-        if close {
-            *slot = None;
-        }
-        Outcome {
-            status: Some(status),
-            error: None,
-            body: kept.map(Bytes::from),
-        }
+        Outcome::failed("connection closed")
     }
 
     fn request(&self, p: &Prepared, h2: bool) -> Request<Full<Bytes>> {
@@ -339,8 +404,7 @@ impl Client {
             Ok(Sender::H2(sender))
         } else {
             let (sender, conn) = http1::handshake(io).await.map_err(|_| "handshake")?;
-            tokio::spawn(conn);
-            Ok(Sender::H1(sender))
+            Ok(Sender::H1(sender, Box::pin(conn)))
         }
     }
 }
@@ -348,7 +412,7 @@ impl Client {
 impl Sender {
     fn is_closed(&self) -> bool {
         match self {
-            Self::H1(s) => s.is_closed(),
+            Self::H1(s, _) => s.is_closed(),
             Self::H2(s) => s.is_closed(),
         }
     }
