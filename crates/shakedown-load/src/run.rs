@@ -19,7 +19,7 @@ use shakedown_model::{LoadSpec, Scenario};
 use std::time::Instant;
 use tokio::sync::watch;
 
-use crate::client::{Client, Conns, IoCounters, Outcome};
+use crate::client::{Client, Conns, Outcome};
 use crate::samples::{Sample, Samples, Tags};
 use crate::schedule::Arrivals;
 use crate::series::{Point, Series};
@@ -101,13 +101,14 @@ impl Shared {
 
     fn record(
         &self,
-        worker: usize,
+        conns: &mut Conns,
         template: usize,
         o: &Outcome,
         intended: Instant,
         sent: Instant,
     ) {
         let done = Instant::now();
+        let (sent_bytes, received_bytes) = conns.take_bytes();
         let results: Vec<bool> = self.checks.iter().map(|c| passes(c, o)).collect();
         let sample = Sample {
             template,
@@ -117,13 +118,32 @@ impl Shared {
             corrected_us: micros(done - intended),
             uncorrected_us: micros(done - sent),
             checks: &results,
+            sent_bytes,
+            received_bytes,
         };
-        let shard = &self.shards[worker % self.shards.len()];
+        let shard = &self.shards[shard_index() % self.shards.len()];
         shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(&self.tags, &sample);
     }
+}
+
+/// The shard of the current thread: workers on one runtime thread share one, so a record never
+/// takes a lock whose cache line another core just wrote.
+fn shard_index() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SHARD: Cell<Option<usize>> = const { Cell::new(None) });
+    SHARD.with(|s| match s.get() {
+        Some(i) => i,
+        None => {
+            let i = NEXT.fetch_add(1, Ordering::Relaxed);
+            s.set(Some(i));
+            i
+        }
+    })
 }
 
 fn passes(c: &Check, o: &Outcome) -> bool {
@@ -147,8 +167,7 @@ fn micros(d: Duration) -> u64 {
 
 /// Runs `spec` to the end (or to an abort or interrupt) and reports.
 pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadError> {
-    let counters = Arc::new(IoCounters::default());
-    let client = Client::new(&spec.requests, &spec.http, counters.clone()).await?;
+    let client = Client::new(&spec.requests, &spec.http).await?;
     let tags = tags_of(spec);
     let workers = match &spec.scenario {
         Scenario::Open { connections, .. } => *connections,
@@ -235,13 +254,10 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
 
     let mut collector = Collector {
         shared: shared.clone(),
-        counters,
         total: Samples::new(&shared.tags),
         pending: Samples::new(&shared.tags),
         pending_ticks: 0,
         series: Series::new(TICK.as_secs_f64()),
-        last_sent: 0,
-        last_received: 0,
         vus_max: vus_max as u64,
         closed: matches!(spec.scenario, Scenario::Closed { .. }),
     };
@@ -276,7 +292,11 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
                         elapsed: now - start,
                         planned,
                         rate: interval.http_reqs as f64 / TICK.as_secs_f64(),
-                        in_flight: shared.in_flight.load(Ordering::Relaxed) as u64,
+                        in_flight: if collector.closed {
+                            shared.vus.load(Ordering::Relaxed) as u64
+                        } else {
+                            shared.in_flight.load(Ordering::Relaxed) as u64
+                        },
                         reqs: collector.total.http_reqs,
                         failed: collector.total.failed.trues,
                         dropped: collector.total.dropped,
@@ -392,14 +412,11 @@ pub fn describe(s: &Scenario) -> String {
 
 struct Collector {
     shared: Arc<Shared>,
-    counters: Arc<IoCounters>,
     total: Samples,
     /// Ticks gathered for the next series point (more than one once the series coarsened).
     pending: Samples,
     pending_ticks: u64,
     series: Series,
-    last_sent: u64,
-    last_received: u64,
     vus_max: u64,
     closed: bool,
 }
@@ -418,11 +435,6 @@ impl Collector {
         }
         let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
         tick.dropped += dropped;
-        let sent = self.counters.sent.load(Ordering::Relaxed);
-        let received = self.counters.received.load(Ordering::Relaxed);
-        tick.data_sent = sent - self.last_sent;
-        tick.data_received = received - self.last_received;
-        (self.last_sent, self.last_received) = (sent, received);
         self.total.add(&tick);
         self.total.vus.set(self.vus_now());
         self.total.vus_max.set(self.vus_max);
@@ -447,7 +459,11 @@ impl Collector {
         if self.pending_ticks == 0 {
             return;
         }
-        let in_flight = self.shared.in_flight.load(Ordering::Relaxed) as u64;
+        let in_flight = if self.closed {
+            self.shared.vus.load(Ordering::Relaxed) as u64
+        } else {
+            self.shared.in_flight.load(Ordering::Relaxed) as u64
+        };
         let p = Point::from_samples(elapsed.as_secs_f64(), &self.pending, in_flight);
         self.series.push(p);
         self.pending = Samples::new(&self.shared.tags);
@@ -456,6 +472,48 @@ impl Collector {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// The threads workers run on: one current-thread runtime per core, each worker pinned to one.
+/// A worker's request and its connection's I/O then never hop between threads (the
+/// multi-thread scheduler would steal and wake across cores on every request).
+struct Pool {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Pool {
+    fn new() -> std::io::Result<Self> {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (mut handles, mut stops) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("shakedown-load-{i}"))
+                .spawn(move || {
+                    let _ = rt.block_on(stopped);
+                })?;
+        }
+        Ok(Self { handles, stops })
+    }
+
+    fn handle(&self, worker: usize) -> &tokio::runtime::Handle {
+        &self.handles[worker % self.handles.len()]
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Each thread drops its runtime, cancelling whatever is left on it.
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
 async fn open_model(
     shared: Arc<Shared>,
     arrivals: Arrivals,
@@ -467,11 +525,12 @@ async fn open_model(
     mut stop: watch::Receiver<Option<StopReason>>,
 ) {
     let (tx, rx) = async_channel::unbounded::<Instant>();
+    let Ok(pool) = Pool::new() else { return };
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..connections {
         let rx = rx.clone();
         let shared = shared.clone();
-        workers.spawn(async move {
+        let worker = async move {
             let mut conns = Conns::default();
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -482,10 +541,11 @@ async fn open_model(
                     .client
                     .send(&mut conns, template, shared.want_body)
                     .await;
-                shared.record(w, template, &outcome, intended, sent);
+                shared.record(&mut conns, template, &outcome, intended, sent);
                 shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
-        });
+        };
+        workers.spawn_on(worker, pool.handle(w));
     }
     drop(rx);
     // The timetable runs on its own thread: a tokio timer rounds every wake-up to the next
@@ -560,12 +620,13 @@ async fn closed_model(
     let peak = vus.peak().ceil() as usize;
     let (target_tx, target_rx) = watch::channel(vus.start.floor() as usize);
     shared.vus.store(*target_rx.borrow(), Ordering::Relaxed);
+    let Ok(pool) = Pool::new() else { return };
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..peak {
         let shared = shared.clone();
         let mut target = target_rx.clone();
         let mut stop = stop.clone();
-        workers.spawn(async move {
+        let worker = async move {
             let mut conns = Conns::default();
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -578,15 +639,15 @@ async fn closed_model(
                 if stop.borrow().is_some() {
                     return;
                 }
-                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                // No shared in-flight count here: an atomic every request on every core costs
+                // more than the progress line is worth; `vus` tells how many are active.
                 let template = shared.pick(&mut rng);
                 let sent = Instant::now();
                 let outcome = shared
                     .client
                     .send(&mut conns, template, shared.want_body)
                     .await;
-                shared.record(w, template, &outcome, sent, sent);
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                shared.record(&mut conns, template, &outcome, sent, sent);
                 if !think.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(think) => {}
@@ -594,7 +655,8 @@ async fn closed_model(
                     }
                 }
             }
-        });
+        };
+        workers.spawn_on(worker, pool.handle(w));
     }
     let ramping = vus.stages.iter().any(|(_, t)| *t != vus.start);
     let mut stop_wait = stop.clone();

@@ -263,6 +263,10 @@ pub struct Sample<'a> {
     pub uncorrected_us: u64,
     /// Result of each check, in check order.
     pub checks: &'a [bool],
+    /// Bytes written to the wire for it (connection set-up included).
+    pub sent_bytes: u64,
+    /// Bytes read from the wire for it.
+    pub received_bytes: u64,
 }
 
 /// What a sub-metric keeps, by the metric it selects from.
@@ -342,6 +346,8 @@ impl Samples {
     pub fn record(&mut self, tags: &Tags, s: &Sample<'_>) {
         self.http_reqs += 1;
         self.iterations += 1;
+        self.data_sent += s.sent_bytes;
+        self.data_received += s.received_bytes;
         self.duration.record(s.corrected_us);
         self.uncorrected.record(s.uncorrected_us);
         if s.expected {
