@@ -471,7 +471,6 @@ impl Collector {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// The threads workers run on: one current-thread runtime per core, each worker pinned to one.
 /// A worker's request and its connection's I/O then never hop between threads (the
 /// multi-thread scheduler would steal and wake across cores on every request).
@@ -514,6 +513,7 @@ impl Drop for Pool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn open_model(
     shared: Arc<Shared>,
     arrivals: Arrivals,
