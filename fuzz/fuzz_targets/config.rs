@@ -9,5 +9,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!e.diagnostics.is_empty(), "an error must say what is wrong");
         }
         let _ = shakedown_model::parse_fault("fuzz.yaml", text, None);
+        if let Err(e) = shakedown_model::LoadSpec::load("fuzz.yaml", text) {
+            assert!(!e.diagnostics.is_empty(), "an error must say what is wrong");
+        }
     }
 });

@@ -2,7 +2,10 @@
 //! a config or with located errors, never a panic. Inputs are deterministic mutations
 //! (truncations, byte replacements, line swaps) of realistic configs.
 
-const SEED: &str = include_str!("../../../fuzz/seeds/seed-000.yaml");
+const SEEDS: [&str; 2] = [
+    include_str!("../../../fuzz/seeds/seed-000.yaml"),
+    include_str!("../../../fuzz/seeds/load.yaml"),
+];
 
 fn check(text: &str) {
     if let Err(e) = shakedown_model::ProxyConfig::load("m.yaml", text) {
@@ -12,14 +15,23 @@ fn check(text: &str) {
         }
     }
     let _ = shakedown_model::parse_fault("m.yaml", text, None);
+    if let Err(e) = shakedown_model::LoadSpec::load("m.yaml", text) {
+        assert!(!e.diagnostics.is_empty());
+    }
 }
 
 #[test]
 fn mutated_inputs_never_panic() {
-    check(SEED);
+    for seed in SEEDS {
+        mutate(seed);
+    }
+}
+
+fn mutate(seed: &str) {
+    check(seed);
     // Every truncation.
-    for cut in (0..SEED.len()).filter(|i| SEED.is_char_boundary(*i)) {
-        check(&SEED[..cut]);
+    for cut in (0..seed.len()).filter(|i| seed.is_char_boundary(*i)) {
+        check(&seed[..cut]);
     }
     // Byte replacements with characters that matter to YAML and to our fields.
     let specials = [
@@ -31,18 +43,18 @@ fn mutated_inputs_never_panic() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let pos = (state as usize) % SEED.len();
-        if !SEED.is_char_boundary(pos) {
+        let pos = (state as usize) % seed.len();
+        if !seed.is_char_boundary(pos) {
             continue;
         }
         let with = specials[(state >> 32) as usize % specials.len()];
-        let end = (pos + 1..=SEED.len())
-            .find(|i| SEED.is_char_boundary(*i))
-            .unwrap_or(SEED.len());
-        check(&format!("{}{}{}", &SEED[..pos], with, &SEED[end..]));
+        let end = (pos + 1..=seed.len())
+            .find(|i| seed.is_char_boundary(*i))
+            .unwrap_or(seed.len());
+        check(&format!("{}{}{}", &seed[..pos], with, &seed[end..]));
     }
     // Swapped lines break indentation in every way.
-    let lines: Vec<&str> = SEED.lines().collect();
+    let lines: Vec<&str> = seed.lines().collect();
     for i in 0..lines.len() {
         for j in i + 1..lines.len() {
             let mut l = lines.clone();
