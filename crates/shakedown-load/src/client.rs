@@ -1,13 +1,13 @@
-//! The HTTP client of the load generator: one connection per worker, on hyper's connection API.
+//! The HTTP client of the load generator: one connection per worker.
 //!
 //! A pooled client (hyper-util's legacy one) would hide which connection a request used and add
 //! a lock per request; a load generator wants the opposite: each worker owns its connections
-//! (HTTP/1.1 keep-alive, or HTTP/2 by prior knowledge or ALPN), reconnects when one closes, and
-//! every byte on the wire is counted under TLS, so `data_sent`/`data_received` are what the
-//! network carried. A request that a reused connection refused before anything was written
-//! (the server closed it while idle) is sent again on a fresh one, once.
+//! (HTTP/1.1 keep-alive on [`crate::h1`], or HTTP/2 on hyper by prior knowledge or ALPN),
+//! reconnects when one closes, and every byte on the wire is counted under TLS, so
+//! `data_sent`/`data_received` are what the network carried. An idempotent request on a reused
+//! connection that the server had closed while idle (closed before any byte of a response) is
+//! sent again on a fresh one, once, as browsers do.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,10 +17,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HOST, USER_AGENT};
+use http::header::USER_AGENT;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use shakedown_model::load::{HttpOptions, HttpVersion, RequestTemplate};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::LoadError;
+use crate::h1::{H1Conn, H1Error};
 
 /// Bytes written and read on the connections of one worker.
 #[derive(Debug, Default)]
@@ -42,9 +43,14 @@ pub struct IoCounters {
 #[derive(Debug)]
 struct Prepared {
     method: Method,
-    /// Origin-form for HTTP/1.1 (`/path?q`), absolute for HTTP/2.
-    h1_uri: Uri,
+    /// The whole HTTP/1.1 request, serialized once.
+    h1_request: Bytes,
+    /// Absolute URI for HTTP/2.
     h2_uri: Uri,
+    /// HEAD: a response without a body whatever its headers say.
+    head: bool,
+    /// Safe to send again when a reused connection turns out closed.
+    idempotent: bool,
     headers: HeaderMap,
     body: Bytes,
     endpoint: usize,
@@ -102,15 +108,11 @@ impl Conns {
 }
 
 enum Sender {
-    /// HTTP/1.1: the connection is driven inside the worker's own task while it has a request
-    /// out (see [`drive`]), saving a task wake-up each way per request.
-    H1(http1::SendRequest<Full<Bytes>>, Driver),
+    /// HTTP/1.1, driven by the worker itself (no connection task).
+    H1(H1Conn<Stream>),
     /// HTTP/2: the connection runs as its own task (it answers pings and settings).
     H2(http2::SendRequest<Full<Bytes>>),
 }
-
-/// A connection's I/O future.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// How one try on one connection went.
 enum Attempt {
@@ -126,23 +128,6 @@ impl Outcome {
             status: None,
             error: Some(error),
             body: None,
-        }
-    }
-}
-
-/// Polls `exchange` and the connection together until the exchange ends; returns its result and
-/// whether the connection ended meanwhile. The connection is not polled between requests: an
-/// idle HTTP/1.1 connection has nothing to do, and one the server closed meanwhile is noticed
-/// when the next request is refused before anything is written (and sent again on a new one).
-async fn drive<F: Future<Output = Attempt>>(exchange: F, driver: &mut Driver) -> (Attempt, bool) {
-    tokio::pin!(exchange);
-    tokio::select! {
-        biased;
-        done = &mut exchange => (done, false),
-        _ = driver.as_mut() => {
-            // The connection is over; what it delivered before is still there to read, and
-            // what it did not is failed by hyper.
-            (exchange.await, true)
         }
     }
 }
@@ -237,14 +222,15 @@ impl Client {
                 headers.insert(k.clone(), v.clone());
             }
             let path = t.url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let body = Bytes::from(t.body.clone());
             prepared.push(Prepared {
-                method: t.method.clone(),
-                h1_uri: path
-                    .parse()
-                    .map_err(|_| LoadError::Url(t.url.to_string()))?,
+                h1_request: crate::h1::serialize(&t.method, path, &authority, &headers, &body),
                 h2_uri: t.url.clone(),
+                head: t.method == Method::HEAD,
+                idempotent: t.method.is_idempotent(),
+                method: t.method.clone(),
                 headers,
-                body: Bytes::from(t.body.clone()),
+                body,
                 endpoint,
             });
         }
@@ -321,18 +307,25 @@ impl Client {
                 return Outcome::failed("connect");
             };
             let (attempt_result, connection_over) = match sender {
-                Sender::H1(s, driver) => {
-                    let req = self.request(p, false);
-                    let exchange = async {
-                        if s.ready().await.is_err() {
-                            return Attempt::NotSent("connection closed");
+                Sender::H1(conn) => {
+                    let attempt = match conn.exchange(&p.h1_request, p.head, want_body).await {
+                        Ok(r) => {
+                            let outcome = Outcome {
+                                status: Some(r.status),
+                                error: None,
+                                body: r.body,
+                            };
+                            Attempt::Done(outcome, r.reusable)
                         }
-                        read(s.try_send_request(req).await, want_body).await
+                        Err(H1Error::ClosedBeforeResponse) if p.idempotent => {
+                            Attempt::NotSent("connection closed")
+                        }
+                        Err(e) => Attempt::Done(Outcome::failed(e.name()), false),
                     };
-                    drive(exchange, driver).await
+                    (attempt, false)
                 }
                 Sender::H2(s) => {
-                    let req = self.request(p, true);
+                    let req = self.request(p);
                     let attempt = if s.ready().await.is_err() {
                         Attempt::NotSent("connection closed")
                     } else {
@@ -363,22 +356,12 @@ impl Client {
         Outcome::failed("connection closed")
     }
 
-    fn request(&self, p: &Prepared, h2: bool) -> Request<Full<Bytes>> {
+    fn request(&self, p: &Prepared) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(p.body.clone()));
         *req.method_mut() = p.method.clone();
         *req.headers_mut() = p.headers.clone();
-        if h2 {
-            *req.uri_mut() = p.h2_uri.clone();
-            *req.version_mut() = http::Version::HTTP_2;
-        } else {
-            *req.uri_mut() = p.h1_uri.clone();
-            let authority = &self.endpoints[p.endpoint].authority;
-            if !req.headers().contains_key(HOST)
-                && let Ok(host) = HeaderValue::from_str(authority)
-            {
-                req.headers_mut().insert(HOST, host);
-            }
-        }
+        *req.uri_mut() = p.h2_uri.clone();
+        *req.version_mut() = http::Version::HTTP_2;
         req
     }
 
@@ -415,31 +398,78 @@ impl Client {
                     )
                     .map_err(|_| "tls")?;
                     let stream = tls.connect(name, io).await.map_err(|_| "tls")?;
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    self.handshake(TokioIo::new(stream), h2).await
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        h2_handshake(TokioIo::new(stream)).await
+                    } else {
+                        Ok(Sender::H1(H1Conn::new(Stream::Tls(Box::new(stream)))))
+                    }
                 }
                 _ => {
-                    self.handshake(TokioIo::new(io), self.version == HttpVersion::Http2)
-                        .await
+                    if self.version == HttpVersion::Http2 {
+                        h2_handshake(TokioIo::new(io)).await
+                    } else {
+                        Ok(Sender::H1(H1Conn::new(Stream::Plain(io))))
+                    }
                 }
             };
         }
         Err(last)
     }
+}
 
-    async fn handshake<T>(&self, io: TokioIo<T>, h2: bool) -> Result<Sender, &'static str>
-    where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        if h2 {
-            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|_| "handshake")?;
-            tokio::spawn(conn);
-            Ok(Sender::H2(sender))
-        } else {
-            let (sender, conn) = http1::handshake(io).await.map_err(|_| "handshake")?;
-            Ok(Sender::H1(sender, Box::pin(conn)))
+async fn h2_handshake<T>(io: TokioIo<T>) -> Result<Sender, &'static str>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+        .await
+        .map_err(|_| "handshake")?;
+    tokio::spawn(conn);
+    Ok(Sender::H2(sender))
+}
+
+/// A connection's byte stream: plain TCP or TLS over it, both counted.
+enum Stream {
+    Plain(Counted<TcpStream>),
+    Tls(Box<tokio_rustls::client::TlsStream<Counted<TcpStream>>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -447,7 +477,8 @@ impl Client {
 impl Sender {
     fn is_closed(&self) -> bool {
         match self {
-            Self::H1(s, _) => s.is_closed(),
+            // Noticed when the next request finds it closed (and is sent again).
+            Self::H1(_) => false,
             Self::H2(s) => s.is_closed(),
         }
     }

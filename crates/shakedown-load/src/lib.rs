@@ -7,12 +7,13 @@
 //! export whose histograms merge exactly across machines. The binary's `shakedown load` and the
 //! experiment engine both call [`run()`].
 //!
-//! Modules: [`schedule`] (arrival times), [`client`] (connections, wire byte counts), [`mod@run`]
+//! Modules: [`schedule`] (arrival times), [`client`] (connections, wire byte counts), [`h1`] (the HTTP/1.1 connection), [`mod@run`]
 //! (models and collector), [`samples`] (what is recorded), [`series`], [`thresholds`],
 //! [`summary`] (text, export, merge), [`metrics`] (Prometheus exposition during
 //! a run), [`tls`].
 
 pub mod client;
+pub mod h1;
 pub mod metrics;
 pub mod run;
 pub mod samples;

@@ -6,7 +6,8 @@
 //! find it; timing from the actual send (the uncorrected figure) and a closed loop must not —
 //! they only see the ten requests the connections held when the stall began. The rate is chosen
 //! so that connections ≪ 0.5 % of rate × duration: at low rates those few held samples reach the
-//! 1 % tail by accident and the test would prove nothing.
+//! 1 % tail by accident and the test would prove nothing. The closed loop runs at the same rate
+//! (10 users thinking 20 ms), as `hey -q` would.
 
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ async fn corrected_p99_finds_the_stall_that_closed_loops_hide() {
     let closed = LoadSpec::load(
         "closed.yaml",
         &format!(
-            "target: http://{}/\nscenario: {{executor: constant-vus, vus: 10, duration: 10s}}\n",
+            "target: http://{}/\nscenario: {{executor: constant-vus, vus: 10, duration: 10s, think_time: 20ms}}\n",
             closed_stub.addr()
         ),
     )
