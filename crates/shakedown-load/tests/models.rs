@@ -342,3 +342,35 @@ async fn metrics_are_served_in_prometheus_format_during_the_run() {
     let r = running.await.unwrap();
     assert_eq!(r.samples.http_reqs, 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_framing_chunked_large_and_head_over_real_sockets() {
+    let stub = Stub::start().await.unwrap();
+    // The stub answers gRPC-looking requests with a streamed (chunked) body, `?size=` with a
+    // 200 kB Content-Length body, and HEAD with headers only.
+    let r = go(&format!(
+        "target: http://{}\nrequests:\n  - {{name: chunked, path: /grpc, method: POST, headers: {{content-type: application/grpc}}}}\n  - {{name: large, path: /x?size=200000}}\n  - {{name: head, path: /x?size=5000, method: HEAD}}\nscenario: {{executor: constant-vus, vus: 3, duration: 1s}}\nhttp: {{version: http1, timeout: 2s}}\nthresholds:\n  'http_reqs{{name:chunked}}': ['count>10']\n  'http_reqs{{name:large}}': ['count>10']\n  'http_reqs{{name:head}}': ['count>10']\n",
+        stub.addr()
+    ))
+    .await;
+    assert_eq!(r.samples.failed.trues, 0, "{:?}", r.samples.errors);
+    assert!(r.thresholds_ok(), "{:?}", r.verdicts);
+    let large = match r.samples.subs[r
+        .tags
+        .subs
+        .iter()
+        .position(|m| m.to_string() == "http_reqs{name:large}")
+        .unwrap()]
+    {
+        SubSink::Counter(n) => n,
+        ref other => panic!("{other:?}"),
+    };
+    assert!(
+        r.samples.data_received > large * 200_000,
+        "{} bytes",
+        r.samples.data_received
+    );
+    // HEAD answers carry no body: had it been read by its Content-Length, the run would have
+    // timed out (2 s) instead.
+    assert!(r.samples.duration.max_ms() < 1000.0);
+}
