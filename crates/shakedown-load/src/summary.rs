@@ -509,6 +509,89 @@ fn align(acc: &mut Samples, acc_tags: &mut Tags, tags: &Tags, other: &Samples) -
 mod tests {
     use super::*;
 
+    use crate::samples::Sample;
+    use shakedown_model::threshold::Threshold;
+
+    fn report(samples: Samples, tags: &Tags, thresholds: &[Threshold]) -> Report {
+        let elapsed = Duration::from_secs(10);
+        Report {
+            verdicts: thresholds
+                .iter()
+                .map(|t| judge(t, &samples, tags, elapsed))
+                .collect(),
+            samples,
+            tags: tags.clone(),
+            series: Series::new(1.0),
+            elapsed,
+            planned: elapsed,
+            stop: StopReason::Completed,
+            scenario: "test".into(),
+        }
+    }
+
+    #[test]
+    fn the_merge_of_two_exports_is_the_export_of_the_combined_run() {
+        let thresholds: Vec<Threshold> = [
+            "http_req_duration=p(99)<900",
+            "http_req_failed=rate<0.05",
+            "http_reqs{name:b}=count>0",
+        ]
+        .iter()
+        .map(|t| threshold_from_arg(t).unwrap())
+        .collect();
+        let tags = Tags {
+            names: vec!["a".into(), "b".into()],
+            methods: vec!["GET".into(), "GET".into()],
+            checks: vec!["ok".into()],
+            subs: vec![thresholds[2].metric.clone()],
+        };
+        let (mut a, mut b, mut all) = (
+            Samples::new(&tags),
+            Samples::new(&tags),
+            Samples::new(&tags),
+        );
+        let mut x = 7u64;
+        for i in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let status = if x % 17 == 0 { 503 } else { 200 };
+            let ok = [status == 200];
+            let s = Sample {
+                template: (i % 2) as usize,
+                status: Some(status),
+                expected: status == 200,
+                corrected_us: 200 + (x >> 40) % 1_000_000,
+                uncorrected_us: 100 + (x >> 44) % 1000,
+                checks: &ok,
+                sent_bytes: 80,
+                received_bytes: 120,
+                ..Sample::default()
+            };
+            // Two "machines" with different shares of the traffic.
+            if x % 3 == 0 {
+                a.record(&tags, &s)
+            } else {
+                b.record(&tags, &s)
+            }
+            all.record(&tags, &s);
+        }
+        let exports = vec![
+            ("a.json".to_string(), export(&report(a, &tags, &thresholds))),
+            ("b.json".to_string(), export(&report(b, &tags, &thresholds))),
+        ];
+        let merged = export(&merge(&exports).unwrap());
+        let combined = export(&report(all, &tags, &thresholds));
+        assert_eq!(merged["metrics"], combined["metrics"]);
+        assert_eq!(merged["root_group"], combined["root_group"]);
+        assert!(
+            merged["metrics"]["http_req_duration"]["p(99)"]
+                .as_f64()
+                .unwrap()
+                > 900.0
+        );
+    }
+
     #[test]
     fn formats_like_k6() {
         assert_eq!(ms(0.85), "850µs");
