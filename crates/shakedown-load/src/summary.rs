@@ -555,7 +555,7 @@ mod tests {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let status = if x % 17 == 0 { 503 } else { 200 };
+            let status = if x.is_multiple_of(17) { 503 } else { 200 };
             let ok = [status == 200];
             let s = Sample {
                 template: (i % 2) as usize,
@@ -569,7 +569,7 @@ mod tests {
                 ..Sample::default()
             };
             // Two "machines" with different shares of the traffic.
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 a.record(&tags, &s)
             } else {
                 b.record(&tags, &s)
