@@ -99,6 +99,20 @@ impl Shared {
         0
     }
 
+    /// Sends one request (its template picked by weight) and records it, timed from
+    /// `intended` (the open model's planned start) or else from the send itself.
+    async fn one_request(
+        &self,
+        conns: &mut Conns,
+        rng: &mut ChaCha8Rng,
+        intended: Option<Instant>,
+    ) {
+        let template = self.pick(rng);
+        let sent = Instant::now();
+        let outcome = self.client.send(conns, template, self.want_body).await;
+        self.record(conns, template, &outcome, intended.unwrap_or(sent), sent);
+    }
+
     fn record(
         &self,
         conns: &mut Conns,
@@ -127,6 +141,11 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .record(&self.tags, &sample);
     }
+}
+
+/// Each worker's own stream for the template choice, so a run with one connection replays.
+fn worker_rng(seed: u64, worker: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ (worker as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 /// The shard of the current thread: workers on one runtime thread share one, so a record never
@@ -532,16 +551,11 @@ async fn open_model(
         let shared = shared.clone();
         let worker = async move {
             let mut conns = Conns::default();
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = worker_rng(seed, w);
             while let Ok(intended) = rx.recv().await {
-                let template = shared.pick(&mut rng);
-                let sent = Instant::now();
-                let outcome = shared
-                    .client
-                    .send(&mut conns, template, shared.want_body)
+                shared
+                    .one_request(&mut conns, &mut rng, Some(intended))
                     .await;
-                shared.record(&mut conns, template, &outcome, intended, sent);
                 shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
         };
@@ -628,8 +642,7 @@ async fn closed_model(
         let mut stop = stop.clone();
         let worker = async move {
             let mut conns = Conns::default();
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = worker_rng(seed, w);
             loop {
                 // Parked while the ramp wants fewer users than this one's index.
                 tokio::select! {
@@ -641,13 +654,7 @@ async fn closed_model(
                 }
                 // No shared in-flight count here: an atomic every request on every core costs
                 // more than the progress line is worth; `vus` tells how many are active.
-                let template = shared.pick(&mut rng);
-                let sent = Instant::now();
-                let outcome = shared
-                    .client
-                    .send(&mut conns, template, shared.want_body)
-                    .await;
-                shared.record(&mut conns, template, &outcome, sent, sent);
+                shared.one_request(&mut conns, &mut rng, None).await;
                 if !think.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(think) => {}

@@ -254,26 +254,17 @@ pub fn text(r: &Report) -> String {
         ),
     );
     let _ = writeln!(out, "\n    NETWORK");
-    line(
-        &mut out,
-        4,
-        "data_received",
-        &format!(
+    for (name, n) in [
+        ("data_received", s.data_received),
+        ("data_sent", s.data_sent),
+    ] {
+        let value = format!(
             "{:<8} {}/s",
-            bytes(s.data_received as f64),
-            bytes(per_second(s.data_received, r.elapsed))
-        ),
-    );
-    line(
-        &mut out,
-        4,
-        "data_sent",
-        &format!(
-            "{:<8} {}/s",
-            bytes(s.data_sent as f64),
-            bytes(per_second(s.data_sent, r.elapsed))
-        ),
-    );
+            bytes(n as f64),
+            bytes(per_second(n, r.elapsed))
+        );
+        line(&mut out, 4, name, &value);
+    }
     out
 }
 
