@@ -38,19 +38,17 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from proxy import (
-    BENCH, LOOPBACK, ROOT, SHAKEDOWN, Procs, cpu_busy, free_port, log,
-    machine_cpu_seconds, oha, own_cpu_seconds, read_response, run, start_target, version, wrk,
+    BENCH, LOOPBACK, ROOT, SHAKEDOWN, free_port, harness, log, oha, read_response, run, skewed,
+    start_target, version, wrk,
 )
 
 SAT_CONNECTIONS = 64
@@ -258,42 +256,8 @@ def main():
     if not SHAKEDOWN.exists():
         sys.exit(f"{SHAKEDOWN} missing: cargo build --release -p shakedown")
 
-    # A Ctrl-C, SIGTERM or SIGHUP unwinds through the `finally` below, which stops the upstream
-    # (and subprocess.run kills a load generator it is waiting for).
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(s, on_signal)
-
-    busy = cpu_busy()
-    if busy > 0.10:
-        log(f"warning: the CPUs are {busy:.0%} busy before the run; another job on these cores skews the numbers")
-
-    tmp = Path(tempfile.mkdtemp(prefix="shakedown-bench-load-"))
-    procs = Procs(tmp)
-    started, machine0, own0 = time.time(), machine_cpu_seconds(), own_cpu_seconds(procs)
-    try:
-        results = bench(rounds, seconds, rates, args.peers_only, tmp, procs)
-        results["busy"] = busy
-        results["elapsed_s"] = time.time() - started
-        results["foreign_s"] = (machine_cpu_seconds() - machine0) - (own_cpu_seconds(procs) - own0)
-        if skewed(results["foreign_s"], results["elapsed_s"]):
-            log(f"warning: other processes used {results['foreign_s']:.1f} CPU-s during the run; the numbers are skewed")
-        report = render(**results)
-        print(report)
-        out = BENCH / "results"
-        out.mkdir(exist_ok=True)
-        path = out / f"load-{datetime.date.today().isoformat()}{'-quick' if args.quick else ''}.md"
-        path.write_text(report)
-        log(f"written to {path.relative_to(ROOT)} in {time.time() - started:.0f}s")
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        log(f"bench failed: {e}")
-        sys.exit(1)
-    finally:
-        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+    harness("load", args.quick,
+            lambda tmp, procs: bench(rounds, seconds, rates, args.peers_only, tmp, procs), render)
 
 
 def bench(rounds, seconds, rates, peers_only, tmp, procs):
@@ -344,11 +308,6 @@ def bench(rounds, seconds, rates, peers_only, tmp, procs):
             oha=version(["oha", "--version"], r"oha (\S+)"),
         ),
     )
-
-
-def skewed(foreign_s, elapsed_s):
-    """Whether other processes (a build, a test suite) used enough CPU to skew the numbers."""
-    return foreign_s > 0.02 * elapsed_s * os.cpu_count()
 
 
 def verdict(ok):

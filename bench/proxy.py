@@ -437,7 +437,16 @@ def main():
     if not SHAKEDOWN.exists():
         sys.exit(f"{SHAKEDOWN} missing: cargo build --release -p shakedown")
 
-    # A Ctrl-C, SIGTERM or SIGHUP unwinds through the `finally` below, which stops every server.
+    harness("proxy", args.quick, lambda tmp, procs: bench(rounds, sat_s, rate_s, tmp, procs), render)
+
+
+def harness(kind, quick, work, render_fn):
+    """Runs `work(tmp, procs)` with what every benchmark here needs around it: signals unwind
+    into the cleanup, a warning when the CPUs are busy before or other processes take CPU during
+    the run, the rendered report printed and written to bench/results/<kind>-<date>[-quick].md,
+    and every process started stopped and the temp directory removed, whatever happens."""
+    # A Ctrl-C, SIGTERM or SIGHUP unwinds through the `finally` below, which stops every server
+    # (and subprocess.run kills a load generator it is waiting for).
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
@@ -447,23 +456,23 @@ def main():
     if busy > 0.10:
         log(f"warning: the CPUs are {busy:.0%} busy before the run; another job on these cores skews the numbers")
 
-    tmp = Path(tempfile.mkdtemp(prefix="shakedown-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"shakedown-bench-{kind}-"))
     procs = Procs(tmp)
     started, machine0, own0 = time.time(), machine_cpu_seconds(), own_cpu_seconds(procs)
     try:
-        results = bench(rounds, sat_s, rate_s, tmp, procs)
+        results = work(tmp, procs)
         results["busy"] = busy
         results["elapsed_s"] = time.time() - started
         # CPU the rest of the machine used meanwhile (a build, a test suite): the numbers are only
         # comparable between runs where this is near zero.
         results["foreign_s"] = (machine_cpu_seconds() - machine0) - (own_cpu_seconds(procs) - own0)
-        if results["foreign_s"] > 0.02 * results["elapsed_s"] * os.cpu_count():
+        if skewed(results["foreign_s"], results["elapsed_s"]):
             log(f"warning: other processes used {results['foreign_s']:.1f} CPU-s during the run; the numbers are skewed")
-        report = render(**results)
+        report = render_fn(**results)
         print(report)
         out = BENCH / "results"
         out.mkdir(exist_ok=True)
-        path = out / f"proxy-{datetime.date.today().isoformat()}{'-quick' if args.quick else ''}.md"
+        path = out / f"{kind}-{datetime.date.today().isoformat()}{'-quick' if quick else ''}.md"
         path.write_text(report)
         log(f"written to {path.relative_to(ROOT)} in {time.time() - started:.0f}s")
     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -474,6 +483,11 @@ def main():
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def skewed(foreign_s, elapsed_s):
+    """Whether other processes (a build, a test suite) used enough CPU to skew the numbers."""
+    return foreign_s > 0.02 * elapsed_s * os.cpu_count()
 
 
 def start_target(procs, name, args, port):
