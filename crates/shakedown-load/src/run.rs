@@ -215,14 +215,14 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
     // `stop` ends the schedule: the end of the plan, an abort, or an interrupt.
     let (stop_tx, stop_rx) = watch::channel(None::<StopReason>);
     let stop_tx = Arc::new(stop_tx);
-    if let Some(mut interrupt) = opts.interrupt.take() {
+    let _interrupt = opts.interrupt.take().map(|mut interrupt| {
         let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             if interrupt.wait_for(|v| *v).await.is_ok() {
                 stop_tx.send_if_modified(|r| set_once(r, StopReason::Interrupted));
             }
-        });
-    }
+        }))
+    });
 
     let exposition = opts.metrics.take().map(|listener| {
         let (tx, rx) = watch::channel(Arc::new(String::new()));
@@ -283,12 +283,13 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
     let mut tick = tokio::time::interval_at((start + TICK).into(), TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_abort_check = start;
-    let mut driver = driver;
+    // If this future is dropped (the caller gave up on the run), the load stops with it.
+    let mut driver = AbortOnDrop(driver);
     let mut planned_end = Box::pin(tokio::time::sleep_until((start + planned).into()));
     let mut schedule_over = false;
     loop {
         tokio::select! {
-            _ = &mut driver => break,
+            _ = &mut driver.0 => break,
             _ = &mut planned_end, if !schedule_over => {
                 schedule_over = true;
                 stop_tx.send_if_modified(|r| set_once(r, StopReason::Completed));
@@ -345,6 +346,15 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
         verdicts,
         scenario: describe(&spec.scenario),
     })
+}
+
+/// A task that must not outlive its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn set_once(slot: &mut Option<StopReason>, reason: StopReason) -> bool {

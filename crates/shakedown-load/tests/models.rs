@@ -374,3 +374,28 @@ async fn http1_framing_chunked_large_and_head_over_real_sockets() {
     // timed out (2 s) instead.
     assert!(r.samples.duration.max_ms() < 1000.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_stops_the_load() {
+    let stub = Stub::start().await.unwrap();
+    let spec = spec(&format!(
+        "target: http://{}/\nscenario: {{executor: constant-arrival-rate, rate: 200, duration: 30s}}\n",
+        stub.addr()
+    ));
+    let running = run(&spec, RunOptions::default());
+    // Give up on the run after half a second.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), running)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_drop = stub.requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stub.requests(),
+        after_drop,
+        "no request after the run was dropped"
+    );
+    assert!((90..=110).contains(&after_drop), "{after_drop}");
+}
