@@ -12,6 +12,7 @@ pub mod header_match;
 pub mod load;
 pub mod percent;
 pub mod proxy;
+pub mod slo;
 pub mod source;
 pub mod threshold;
 
@@ -33,6 +34,11 @@ pub fn proxy_config_schema() -> serde_json::Value {
 /// The JSON Schema of a load file (`shakedown load --config`).
 pub fn load_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(load::RawLoad)).unwrap_or_default()
+}
+
+/// The JSON Schema of an SLO file (`shakedown slo check --file`).
+pub fn slo_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(slo::RawSloFile)).unwrap_or_default()
 }
 
 /// The JSON Schema of one fault (a control API body or a `faults:` entry).

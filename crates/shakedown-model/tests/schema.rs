@@ -41,6 +41,11 @@ fn load_schema_is_committed() {
 }
 
 #[test]
+fn slo_schema_is_committed() {
+    check("slo.schema.json", shakedown_model::slo_schema());
+}
+
+#[test]
 fn the_schema_describes_the_seed_000_example() {
     let schema = shakedown_model::proxy_config_schema();
     let defs = schema["$defs"].as_object().unwrap();

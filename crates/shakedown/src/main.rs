@@ -12,6 +12,7 @@ use shakedown_proxy::demo::{self, DemoOptions};
 use shakedown_proxy::{Proxy, ProxyOptions};
 
 mod load;
+mod slo;
 
 /// Exit code for an invalid config or a run that could not start.
 const EXIT_INVALID: u8 = 4;
@@ -67,6 +68,8 @@ enum Command {
     /// Drive load at a target (open or closed model) and judge k6 thresholds; exit 99 when one
     /// is crossed. `shakedown load merge` merges summary exports of several machines.
     Load(Box<load::LoadArgs>),
+    /// Judge SLOs (PromQL against a Prometheus): exit 0 met, 1 violated, 2 could not judge.
+    Slo(slo::SloArgs),
     /// Serve a stub upstream (HTTP/1.1 + h2c) for tests and benchmarks.
     Stub {
         /// Address to listen on.
@@ -112,6 +115,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => proxy(config, seed, admin, watch).await,
         Command::Validate { file } => Ok(validate(&file)),
         Command::Load(args) => load::main(*args).await,
+        Command::Slo(args) => Ok(slo::main(args).await),
         Command::Demo {
             requests,
             concurrency,

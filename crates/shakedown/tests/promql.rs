@@ -170,5 +170,64 @@ async fn seed_000_promql_runs_verbatim_against_the_proxy() {
         .expect("seed 000's P99 query returns data");
     assert!((p99 - 245.0).abs() < 1.0, "P99 {p99} ms");
     assert!(p99 < 2500.0, "seed 000's SLO holds");
+
+    // The same two queries judged by `shakedown slo check`, and its three outcomes.
+    let url = format!("http://{}", prom.addr);
+    let check = |query: &str, op: &str, threshold: &str| {
+        let args = [
+            "slo",
+            "check",
+            "--prometheus",
+            &url,
+            "--query",
+            query,
+            "--op",
+            op,
+            "--threshold",
+            threshold,
+        ]
+        .map(String::from);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
+                    .args(args)
+                    .output()
+                    .unwrap();
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (code, out) = check(P99, "<", "2500").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("✓ slo met: 24"), "{out}");
+    let (code, out) = check(ERROR_RATIO, "<", "0.15").await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = check(ERROR_RATIO, "<", "0.05").await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("VIOLATED: 0.") && out.contains(">= 0.05"), "{out}");
+    for (query, reason) in [
+        (
+            "sum(rate(envoy_cluster_upstream_rq_total[2m])",
+            "query rejected (bad_data)",
+        ),
+        (
+            "sum(rate(no_such_metric[2m]))",
+            "no data: the query returned an empty vector",
+        ),
+        ("vector(0) / vector(0)", "NaN"),
+        ("envoy_cluster_upstream_rq_total[1m]", "range vector"),
+    ] {
+        let (code, out) = check(query, "<", "1").await;
+        assert_eq!(code, Some(2), "{query}: {out}");
+        assert!(
+            out.contains("COULD NOT JUDGE") && out.contains(reason),
+            "{query}: {out}"
+        );
+    }
     proxy.shutdown().await;
 }

@@ -1,0 +1,10 @@
+//! Shakedown's SLO judge: SLOs (PromQL, comparison, threshold) judged against a Prometheus through
+//! its HTTP API ([`prom`]), with three outcomes — met, violated, could not judge ([`mod@judge`]) —
+//! and the SRE workbook's multi-window burn-rate alerts for guardrails ([`burn`]).
+
+pub mod burn;
+pub mod judge;
+pub mod prom;
+
+pub use judge::{Judgement, Outcome, check_all, exit_code, judge};
+pub use prom::{PromError, Prometheus, QueryResult};
