@@ -4,7 +4,8 @@
 //! mix — every tenth request 503, three in ten delayed 200 ms — so the expected answers are
 //! exact: a 5xx ratio of 0.1, and a P99 that Prometheus interpolates inside the (100, 250] ms
 //! bucket at 100 + 150 × (0.99 − 0.7) / 0.3 = 245 ms (the figure the same check gave against a
-//! real Envoy).
+//! real Envoy). A second test judges seed 000's SLOs on a load run both through the real
+//! Prometheus and through the embedded evaluator, and compares.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -45,7 +46,12 @@ fn free_port() -> SocketAddr {
 fn start_prometheus(target: SocketAddr) -> Prometheus {
     let binary =
         which("prometheus").expect("Debian's `prometheus` is required: run scripts/setup.sh");
-    let dir = std::env::temp_dir().join(format!("shakedown-promql-{}", std::process::id()));
+    let addr = free_port();
+    let dir = std::env::temp_dir().join(format!(
+        "shakedown-promql-{}-{}",
+        std::process::id(),
+        addr.port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -56,7 +62,6 @@ fn start_prometheus(target: SocketAddr) -> Prometheus {
         ),
     )
     .unwrap();
-    let addr = free_port();
     let child = Command::new(binary)
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
@@ -209,7 +214,10 @@ async fn seed_000_promql_runs_verbatim_against_the_proxy() {
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = check(ERROR_RATIO, "<", "0.05").await;
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("VIOLATED: 0.") && out.contains(">= 0.05"), "{out}");
+    assert!(
+        out.contains("VIOLATED: 0.") && out.contains(">= 0.05"),
+        "{out}"
+    );
     for (query, reason) in [
         (
             "sum(rate(envoy_cluster_upstream_rq_total[2m])",
@@ -230,4 +238,163 @@ async fn seed_000_promql_runs_verbatim_against_the_proxy() {
         );
     }
     proxy.shutdown().await;
+}
+
+/// Seed 000's fault mix as the upstream cluster sees it — 10 % answered 503, 70 % delayed
+/// (2 s scaled to 200 ms: the cluster metrics seed 000's queries read count what the upstream
+/// did) — driven by the load generator through the proxy for a few seconds, scraped every
+/// second by a real Prometheus and by the embedded store alike. Both must reach the same verdicts
+/// on seed 000's two SLOs, with values within 2 % of each other (the two scrape at different
+/// instants, which moves `rate`'s extrapolation a little).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_slos_judged_the_same_by_prometheus_and_embedded() {
+    use shakedown_slo::{Outcome, judge, store::Store};
+
+    let stub = Stub::start().await.unwrap();
+    let config = ProxyConfig::load(
+        "promql.yaml",
+        &format!(
+            "admin: {{address: 127.0.0.1:0}}\n\
+             listeners:\n  - name: outbound\n    address: 127.0.0.1:0\n    routes: [{{match: {{prefix: /}}, cluster: search}}]\n\
+             clusters:\n  - name: search\n    stat_name: \"{CLUSTER}\"\n    endpoints: [\"{}\"]\n",
+            stub.addr()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(config, ProxyOptions::default()).await.unwrap();
+    let listen = proxy.listener_addr("outbound").unwrap();
+    let admin = proxy.admin_addr();
+    let prom = start_prometheus(admin);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    // The embedded side scrapes the same endpoint every second.
+    let store = std::sync::Arc::new(Store::new(Duration::from_secs(600)));
+    let scraper = {
+        let (store, client) = (store.clone(), client.clone());
+        tokio::spawn(async move {
+            loop {
+                let t = now_ms();
+                if let Some((200, text)) =
+                    get(&client, format!("http://{admin}/stats/prometheus")).await
+                {
+                    store.ingest(t, &text);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    // A 503 and a slow 200 first, so every series the queries read exists before the load and
+    // both sides have sampled it: a series that appears mid-run is extrapolated from wherever
+    // each side happened to catch it first, which is not what this test compares.
+    traffic(&client, listen, 0..2).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let scraped = format!(
+        "count_over_time(envoy_cluster_upstream_rq_xx{{envoy_cluster_name=\"{CLUSTER}\", envoy_response_code_class=\"5\"}}[1m]) >= 2"
+    );
+    while query(&client, prom.addr, &scraped).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sampled_twice = |r: Result<shakedown_slo::QueryResult, _>| matches!(r, Ok(shakedown_slo::QueryResult::Vector(v)) if !v.is_empty());
+    // `increase` has a value once a series has two samples in the window.
+    let twice = format!(
+        "increase(envoy_cluster_upstream_rq_xx{{envoy_cluster_name=\"{CLUSTER}\", envoy_response_code_class=\"5\"}}[1m])"
+    );
+    while !sampled_twice(shakedown_slo::eval::instant(&store, &twice, now_ms())) {
+        assert!(
+            Instant::now() < deadline,
+            "the embedded store never scraped the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let load = shakedown_model::LoadSpec::load(
+        "load.yaml",
+        &format!(
+            "target: http://{listen}\nrequests:\n  - {{name: ok, path: /search, weight: 20}}\n  - {{name: slow, path: /search?delay_ms=200, weight: 70}}\n  - {{name: fail, path: /search?status=503, weight: 10}}\nscenario: {{executor: constant-arrival-rate, rate: 100, duration: 6s, connections: 40}}\nseed: 7\n"
+        ),
+    )
+    .unwrap();
+    let report = shakedown_load::run(&load, shakedown_load::RunOptions::default())
+        .await
+        .unwrap();
+    let total = report.samples.http_reqs + 2;
+    assert_eq!(report.samples.http_reqs, 600);
+
+    // Both sides have sampled the final counts.
+    let seen =
+        format!("envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{CLUSTER}\"}} >= {total}");
+    while query(&client, prom.addr, &seen).await.is_none() {
+        let have = query(
+            &client,
+            prom.addr,
+            &format!("envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{CLUSTER}\"}}"),
+        )
+        .await;
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw the load: {have:?} of {total}; {:?}",
+            report.samples.errors
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    scraper.abort();
+    let t_ms = now_ms();
+
+    let prometheus = shakedown_slo::Prometheus::at(&format!("http://{}", prom.addr)).unwrap();
+    let slos = shakedown_model::slo::SloFile::load(
+        "slos.yaml",
+        &format!("slos:\n  - {{name: p99, query: '{P99}', op: '<', threshold: 2500}}\n  - {{name: errors, query: '{ERROR_RATIO}', op: '<', threshold: 0.15}}\n"),
+    )
+    .unwrap()
+    .slos;
+    let fails = report.samples.statuses.get(&503).copied().unwrap_or(0) as f64 + 1.0;
+    for slo in &slos {
+        let real = judge(
+            slo,
+            prometheus
+                .query(&slo.query, Some(t_ms as f64 / 1000.0))
+                .await,
+        );
+        let embedded = judge(
+            slo,
+            shakedown_slo::eval::instant(&store, &slo.query, t_ms)
+                .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string())),
+        );
+        println!(
+            "{}: prometheus {:?} {}, embedded {:?} {}",
+            slo.name, real.outcome, real.detail, embedded.outcome, embedded.detail
+        );
+        assert_eq!(real.outcome, Outcome::Met, "{real:?}");
+        assert_eq!(embedded.outcome, real.outcome, "{embedded:?}");
+        let (r, e) = (real.value.unwrap(), embedded.value.unwrap());
+        assert!(
+            (r - e).abs() <= 0.02 * r,
+            "{}: prometheus {r}, embedded {e}",
+            slo.name
+        );
+    }
+    // And both are near what the load generator itself counted.
+    let ratio = judge(
+        &slos[1],
+        shakedown_slo::eval::instant(&store, ERROR_RATIO, t_ms)
+            .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string())),
+    );
+    assert!(
+        (ratio.value.unwrap() - fails / total as f64).abs() < 0.01,
+        "{ratio:?} vs {fails}/{total}"
+    );
+    proxy.shutdown().await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
