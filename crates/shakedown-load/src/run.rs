@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub interrupt: Option<watch::Receiver<bool>>,
     /// Serve the run's metrics in Prometheus's format here while it runs.
     pub metrics: Option<tokio::net::TcpListener>,
+    /// Publish the same text here once per tick (for an in-process store to sample).
+    pub publish: Option<watch::Sender<Arc<String>>>,
 }
 
 struct Shared {
@@ -224,12 +226,26 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
         }))
     });
 
-    let exposition = opts.metrics.take().map(|listener| {
-        let (tx, rx) = watch::channel(Arc::new(String::new()));
-        tokio::spawn(crate::metrics::serve(listener, rx));
-        tx
-    });
+    let (exposition, _metrics_server) = match (opts.metrics.take(), opts.publish.take()) {
+        (None, None) => (None, None),
+        (listener, publish) => {
+            let tx = publish.unwrap_or_else(|| watch::channel(Arc::new(String::new())).0);
+            // The endpoint lives as long as the run.
+            let server = listener
+                .map(|l| AbortOnDrop(tokio::spawn(crate::metrics::serve(l, tx.subscribe()))));
+            (Some(tx), server)
+        }
+    };
 
+    // Counters appear at zero before the first request, as a client library's do: `rate` over
+    // a series that starts mid-run is extrapolated from wherever a scrape first caught it.
+    if let Some(tx) = &exposition {
+        let _ = tx.send(Arc::new(crate::metrics::render(
+            &Samples::new(&shared.tags),
+            &shared.tags,
+            0,
+        )));
+    }
     let start = Instant::now();
     let planned = spec.scenario.duration();
     let (vus_max, driver) = match &spec.scenario {
@@ -330,6 +346,13 @@ pub async fn run(spec: &LoadSpec, mut opts: RunOptions) -> Result<Report, LoadEr
     let elapsed = start.elapsed();
     collector.collect(elapsed);
     collector.flush_pending(elapsed);
+    if let Some(tx) = &exposition {
+        let _ = tx.send(Arc::new(crate::metrics::render(
+            &collector.total,
+            &shared.tags,
+            0,
+        )));
+    }
     let stop = stop_rx.borrow().clone().unwrap_or(StopReason::Completed);
     let verdicts: Vec<Verdict> = spec
         .thresholds

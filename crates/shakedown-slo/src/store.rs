@@ -78,10 +78,37 @@ impl Store {
         out
     }
 
+    /// Samples `source` (text exposition) every `interval` from now on, stamped with the wall
+    /// clock in ms, until the returned task is aborted or dropped with the runtime — the
+    /// embedded equivalent of a Prometheus scrape job.
+    pub fn scrape_every(
+        self: &std::sync::Arc<Self>,
+        interval: Duration,
+        source: impl Fn() -> String + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                store.ingest(now_ms(), &source());
+            }
+        })
+    }
+
     /// How many series are held.
     pub fn series_count(&self) -> usize {
         self.series.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Parses `name{a="b",c="d"} value [timestamp]` into labels (with `__name__`) and the value.

@@ -179,6 +179,7 @@ pub(crate) async fn main(args: LoadArgs) -> anyhow::Result<ExitCode> {
             progress,
             interrupt: Some(interrupt_rx),
             metrics,
+            publish: None,
         },
     )
     .await
