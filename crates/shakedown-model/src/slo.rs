@@ -59,13 +59,42 @@ pub struct RawSlo {
     /// Name, in verdicts.
     pub name: String,
     /// PromQL returning one number (an instant vector of one series, or a scalar).
+    #[serde(default)]
     pub query: String,
+    /// A built-in SLI instead of a query.
+    pub sli: Option<RawSli>,
     /// `<`, `<=`, `>` or `>=`: how the value must compare to the threshold to be met.
     pub op: String,
     /// The bound.
     pub threshold: f64,
     /// Substituted for `{{window}}` in the query (`2m`).
     pub window: Option<String>,
+}
+
+/// A built-in SLI, for users who do not write PromQL.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSli {
+    /// `load` (the load generator's own HDR histograms, exact) or `cluster` (the proxy's
+    /// Envoy metrics for one cluster, as PromQL).
+    pub source: String,
+    /// `latency` (ms) or `error_ratio` (0..1).
+    pub kind: String,
+    /// Percentile of a latency SLI (default 99).
+    pub percentile: Option<f64>,
+    /// The cluster's `envoy_cluster_name` (its stat name), for `source: cluster`.
+    pub cluster: Option<String>,
+}
+
+/// What an SLO measures.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sli {
+    /// A PromQL query.
+    Query(String),
+    /// The load run's own latency percentile, ms, from its HDR histogram.
+    LoadLatency(f64),
+    /// The load run's failed-request ratio (`http_req_failed`).
+    LoadErrorRatio,
 }
 
 /// A comparison an SLO value must satisfy.
@@ -119,12 +148,22 @@ impl Comparison {
 pub struct Slo {
     /// Name.
     pub name: String,
-    /// The query, with `{{window}}` substituted.
-    pub query: String,
+    /// What is measured (a query has `{{window}}` substituted).
+    pub sli: Sli,
     /// The comparison.
     pub op: Comparison,
     /// The bound.
     pub threshold: f64,
+}
+
+impl Slo {
+    /// The PromQL query, for a query SLI.
+    pub fn query(&self) -> Option<&str> {
+        match &self.sli {
+            Sli::Query(q) => Some(q),
+            _ => None,
+        }
+    }
 }
 
 /// Validated Prometheus settings.
@@ -187,10 +226,36 @@ pub fn slo(raw: &RawSlo, path: &str, problems: &mut Problems) -> Option<Slo> {
     if !raw.threshold.is_finite() {
         problems.push(join(path, "threshold"), "must be a finite number");
     }
-    if raw.query.trim().is_empty() {
-        problems.push(join(path, "query"), "empty query");
+    let mut query = match (&raw.sli, raw.query.trim().is_empty()) {
+        (Some(_), false) => {
+            problems.push(path, "give `query` or `sli`, not both");
+            String::new()
+        }
+        (None, true) => {
+            problems.push(join(path, "query"), "give a query (or a built-in `sli`)");
+            String::new()
+        }
+        (None, false) => raw.query.clone(),
+        (Some(sli), true) => match builtin(sli, &join(path, "sli"), problems) {
+            Some(Sli::Query(q)) => q,
+            Some(other) => {
+                if raw.window.is_some() {
+                    problems.push(join(path, "window"), "a load SLI covers the whole run");
+                }
+                return (problems.len() == before).then(|| Slo {
+                    name: raw.name.clone(),
+                    sli: other,
+                    op: op.unwrap_or(Comparison::Lt),
+                    threshold: raw.threshold,
+                });
+            }
+            None => String::new(),
+        },
+    };
+    if raw.sli.is_some() && raw.window.is_none() && query.contains("{{window}}") {
+        // Built-in cluster SLIs default to seed 000's window.
+        query = query.replace("{{window}}", "2m");
     }
-    let mut query = raw.query.clone();
     match &raw.window {
         Some(w) => match parse_duration(w) {
             Ok(d) if !d.is_zero() => query = query.replace("{{window}}", &prom_duration(d)),
@@ -205,10 +270,62 @@ pub fn slo(raw: &RawSlo, path: &str, problems: &mut Problems) -> Option<Slo> {
     }
     (problems.len() == before).then(|| Slo {
         name: raw.name.clone(),
-        query,
+        sli: Sli::Query(query),
         op: op.unwrap_or(Comparison::Lt),
         threshold: raw.threshold,
     })
+}
+
+/// A built-in SLI: the load's exact figures, or a cluster's as the PromQL an Envoy user writes
+/// (seed 000's two queries), with `{{window}}` left for the SLO's window.
+fn builtin(raw: &RawSli, path: &str, problems: &mut Problems) -> Option<Sli> {
+    let percentile = raw.percentile.unwrap_or(99.0);
+    if !(percentile > 0.0 && percentile < 100.0) {
+        problems.push(join(path, "percentile"), "must be between 0 and 100");
+        return None;
+    }
+    match (raw.source.as_str(), raw.kind.as_str()) {
+        ("load", _) if raw.cluster.is_some() => {
+            problems.push(join(path, "cluster"), "only for `source: cluster`");
+            None
+        }
+        ("load", "latency") => Some(Sli::LoadLatency(percentile)),
+        ("load", "error_ratio") => Some(Sli::LoadErrorRatio),
+        ("cluster", kind @ ("latency" | "error_ratio")) => {
+            let Some(cluster) = &raw.cluster else {
+                problems.push(
+                    join(path, "cluster"),
+                    "`source: cluster` needs the cluster's stat name",
+                );
+                return None;
+            };
+            let c = cluster.replace('\\', "\\\\").replace('"', "\\\"");
+            Some(Sli::Query(if kind == "latency" {
+                format!(
+                    "histogram_quantile({}, sum(rate(envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"{c}\"}}[{{{{window}}}}])) by (le))",
+                    percentile / 100.0
+                )
+            } else {
+                format!(
+                    "sum(rate(envoy_cluster_upstream_rq_xx{{envoy_cluster_name=\"{c}\", envoy_response_code_class=\"5\"}}[{{{{window}}}}])) / sum(rate(envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{c}\"}}[{{{{window}}}}]))"
+                )
+            }))
+        }
+        ("load" | "cluster", other) => {
+            problems.push(
+                join(path, "kind"),
+                format!("`{other}`: use latency or error_ratio"),
+            );
+            None
+        }
+        (other, _) => {
+            problems.push(
+                join(path, "source"),
+                format!("`{other}`: use load or cluster"),
+            );
+            None
+        }
+    }
 }
 
 /// A duration in PromQL's syntax (`3d`, `6h`, `2m`, `90s`, `1500ms`).
@@ -299,7 +416,11 @@ slos:
     fn seed_000s_slos() {
         let f = SloFile::load("slo.yaml", SEED_000).unwrap();
         assert_eq!(f.slos.len(), 2);
-        assert!(f.slos[0].query.contains("[2m]"), "{}", f.slos[0].query);
+        assert!(
+            f.slos[0].query().unwrap().contains("[2m]"),
+            "{:?}",
+            f.slos[0].sli
+        );
         assert_eq!(
             (f.slos[0].op, f.slos[0].threshold),
             (Comparison::Lt, 2500.0)
@@ -319,6 +440,37 @@ slos:
         assert!(err.contains("slo.yaml:6:9: slos[0].op: `=<`"), "{err}");
         assert!(err.contains("slos[0].window:"), "{err}");
         assert!(SloFile::load("s.yaml", "slos: []").is_err());
+    }
+
+    #[test]
+    fn built_in_slis() {
+        let text = r#"
+slos:
+  - {name: a, sli: {source: load, kind: latency, percentile: 95}, op: "<", threshold: 500}
+  - {name: b, sli: {source: load, kind: error_ratio}, op: "<", threshold: 0.01}
+  - {name: c, sli: {source: cluster, cluster: "outbound|80||search", kind: error_ratio}, op: "<", threshold: 0.15}
+  - {name: d, sli: {source: cluster, cluster: "outbound|80||search", kind: latency}, op: "<", threshold: 2500, window: 5m}
+"#;
+        let f = SloFile::load("s.yaml", text).unwrap();
+        assert_eq!(f.slos[0].sli, Sli::LoadLatency(95.0));
+        assert_eq!(f.slos[1].sli, Sli::LoadErrorRatio);
+        assert_eq!(
+            f.slos[2].query().unwrap(),
+            r#"sum(rate(envoy_cluster_upstream_rq_xx{envoy_cluster_name="outbound|80||search", envoy_response_code_class="5"}[2m])) / sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||search"}[2m]))"#
+        );
+        assert_eq!(
+            f.slos[3].query().unwrap(),
+            r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||search"}[5m])) by (le))"#
+        );
+        let bad = "slos:\n  - {name: a, sli: {source: db, kind: latency}, op: '<', threshold: 1}\n  - {name: b, query: up, sli: {source: load, kind: latency}, op: '<', threshold: 1}\n  - {name: c, sli: {source: cluster, kind: latency}, op: '<', threshold: 1}\n";
+        let err = SloFile::load("s.yaml", bad).unwrap_err().to_string();
+        for needle in [
+            "slos[0].sli.source: `db`",
+            "slos[1]: give `query` or `sli`",
+            "slos[2].sli.cluster:",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! "could not judge", each with its own reason; none of them is ever a pass. A vector of several
 //! series is met only if every series is.
 
-use shakedown_model::slo::Slo;
+use shakedown_load::Report;
+use shakedown_model::slo::{Sli, Slo};
 
 use crate::prom::{Labels, PromError, Prometheus, QueryResult};
 
@@ -117,11 +118,47 @@ fn series(labels: &Labels) -> String {
     format!(" for {{{}}}", inner.join(","))
 }
 
-/// Judges every SLO against `prom`, one query each, in order.
-pub async fn check_all(prom: &Prometheus, slos: &[Slo]) -> Vec<Judgement> {
+/// Judges a load SLI on a load run's report, exactly: the percentile from its HDR histogram
+/// (of latency timed from the intended start), the ratio from its `http_req_failed` counts.
+pub fn judge_load(slo: &Slo, report: &Report) -> Judgement {
+    let s = &report.samples;
+    let value = match slo.sli {
+        Sli::LoadLatency(p) => (s.duration.count() > 0).then(|| s.duration.percentile_ms(p)),
+        Sli::LoadErrorRatio => s.failed.value(),
+        Sli::Query(_) => None,
+    };
+    let result = match value {
+        Some(v) => Ok(QueryResult::Scalar(0.0, v)),
+        None => Ok(QueryResult::Vector(Vec::new())),
+    };
+    judge(slo, result)
+}
+
+/// Judges every SLO, in order: queries against `prom`, load SLIs on `load`; an SLO whose
+/// source is missing could not be judged, and says which source it needed.
+pub async fn check_all(
+    prom: Option<&Prometheus>,
+    load: Option<&Report>,
+    slos: &[Slo],
+) -> Vec<Judgement> {
     let mut out = Vec::new();
     for slo in slos {
-        out.push(judge(slo, prom.query(&slo.query, None).await));
+        out.push(match (&slo.sli, prom, load) {
+            (Sli::Query(q), Some(prom), _) => judge(slo, prom.query(q, None).await),
+            (Sli::Query(_), None, _) => Judgement {
+                name: slo.name.clone(),
+                outcome: Outcome::Unjudged,
+                value: None,
+                detail: "a PromQL SLI needs a Prometheus (--prometheus)".into(),
+            },
+            (_, _, Some(report)) => judge_load(slo, report),
+            (_, _, None) => Judgement {
+                name: slo.name.clone(),
+                outcome: Outcome::Unjudged,
+                value: None,
+                detail: "a load SLI needs the load run (--load-summary FILE)".into(),
+            },
+        });
     }
     out
 }

@@ -104,7 +104,7 @@ async fn seed_000_slos_judged_embedded_from_proxy_and_load() {
     .unwrap()
     .slos;
     for slo in &slos {
-        let result = eval::instant(&store, &slo.query, now_ms())
+        let result = eval::instant(&store, slo.query().unwrap(), now_ms())
             .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string()));
         let j = judge(slo, result);
         assert_eq!(j.outcome, Outcome::Met, "{j:?}");

@@ -56,6 +56,9 @@ struct CheckArgs {
     /// File holding a bearer token.
     #[arg(long)]
     bearer_token_file: Option<String>,
+    /// A load run's summary export (`shakedown load --summary-export`), for `sli: {source: load}`.
+    #[arg(long)]
+    load_summary: Option<PathBuf>,
     /// Basic auth user (with --password-file).
     #[arg(long, requires = "password_file")]
     username: Option<String>,
@@ -74,14 +77,21 @@ pub(crate) async fn main(args: SloArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNJUDGED);
         }
     };
-    let prom = match Prometheus::new(&target) {
+    let prom = match target.as_ref().map(Prometheus::new).transpose() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("shakedown slo check: {e}");
             return ExitCode::from(EXIT_UNJUDGED);
         }
     };
-    let judgements = check_all(&prom, &slos).await;
+    let load = match a.load_summary.as_ref().map(|p| read_summary(p)).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shakedown slo check: {e}");
+            return ExitCode::from(EXIT_UNJUDGED);
+        }
+    };
+    let judgements = check_all(prom.as_ref(), load.as_ref(), &slos).await;
     for (j, s) in judgements.iter().zip(&slos) {
         let (mark, word) = match j.outcome {
             Outcome::Met => ('✓', "met"),
@@ -99,7 +109,16 @@ pub(crate) async fn main(args: SloArgs) -> ExitCode {
     ExitCode::from(exit_code(&judgements))
 }
 
-fn plan(a: &CheckArgs) -> Result<(PrometheusTarget, Vec<Slo>), String> {
+/// A load run rebuilt from its summary export (the histograms in its `shakedown` section).
+fn read_summary(path: &std::path::Path) -> Result<shakedown_load::Report, String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{name}:{}:{}: {e}", e.line(), e.column()))?;
+    shakedown_load::summary::merge(&[(name, value)])
+}
+
+fn plan(a: &CheckArgs) -> Result<(Option<PrometheusTarget>, Vec<Slo>), String> {
     let (file_target, slos) = match (&a.file, &a.query) {
         (Some(path), _) => {
             let text =
@@ -111,6 +130,7 @@ fn plan(a: &CheckArgs) -> Result<(PrometheusTarget, Vec<Slo>), String> {
             let raw = RawSlo {
                 name: a.name.clone(),
                 query: q.clone(),
+                sli: None,
                 op: a.op.clone().unwrap_or_default(),
                 threshold: a.threshold.unwrap_or(f64::NAN),
                 window: None,
@@ -129,6 +149,7 @@ fn plan(a: &CheckArgs) -> Result<(PrometheusTarget, Vec<Slo>), String> {
         }
         (None, None) => return Err("give --query, --op and --threshold, or --file".into()),
     };
+    let needs_prometheus = slos.iter().any(|s| s.query().is_some());
     let mut target = match (file_target, &a.prometheus) {
         (_, Some(url)) => PrometheusTarget {
             url: url
@@ -142,9 +163,10 @@ fn plan(a: &CheckArgs) -> Result<(PrometheusTarget, Vec<Slo>), String> {
             basic_auth: None,
         },
         (Some(t), None) => t,
-        (None, None) => {
+        (None, None) if needs_prometheus => {
             return Err("give --prometheus URL (or `prometheus.url` in the file)".into());
         }
+        (None, None) => return Ok((None, slos)),
     };
     if let Some(t) = &a.timeout {
         target.timeout = parse_duration(t).map_err(|e| format!("--timeout: {e}"))?;
@@ -158,5 +180,5 @@ fn plan(a: &CheckArgs) -> Result<(PrometheusTarget, Vec<Slo>), String> {
     if let (Some(u), Some(p)) = (&a.username, &a.password_file) {
         target.basic_auth = Some((u.clone(), p.clone()));
     }
-    Ok((target, slos))
+    Ok((Some(target), slos))
 }

@@ -253,3 +253,52 @@ async fn merge_adds_runs_and_judges_the_thresholds_again() {
     assert_eq!(out.status.code(), Some(104));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Shakedown summary export"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_load_slis_are_judged_from_a_summary_export() {
+    let stub = Stub::start().await.unwrap();
+    let export = temp("sli.json");
+    let url = format!("http://{}/x?delay_ms=20", stub.addr());
+    let out = load(s(&[
+        &url,
+        "--rate",
+        "50",
+        "-d",
+        "1s",
+        "--summary-export",
+        export.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let slos = temp("slis.yaml");
+    std::fs::write(
+        &slos,
+        "slos:\n  - {name: p99, sli: {source: load, kind: latency, percentile: 99}, op: '<', threshold: 500}\n  - {name: errors, sli: {source: load, kind: error_ratio}, op: '<', threshold: 0.01}\n  - {name: fast, sli: {source: load, kind: latency, percentile: 50}, op: '<', threshold: 5}\n",
+    )
+    .unwrap();
+    let run = |with_summary: bool| {
+        let (slos, export) = (slos.clone(), export.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = bin();
+            cmd.args(["slo", "check", "--file"]).arg(&slos);
+            if with_summary {
+                cmd.arg("--load-summary").arg(&export);
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let out = run(true).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // 20 ms answers: P99 under 500 ms, no failures, but a median over 5 ms.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("✓ p99 met") && stdout.contains("✓ errors met: 0 < 0.01"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("✗ fast VIOLATED: 2"), "{stdout}");
+    let out = run(false).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("needs the load run (--load-summary FILE)")
+    );
+}

@@ -358,12 +358,12 @@ async fn seed_000_slos_judged_the_same_by_prometheus_and_embedded() {
         let real = judge(
             slo,
             prometheus
-                .query(&slo.query, Some(t_ms as f64 / 1000.0))
+                .query(slo.query().unwrap(), Some(t_ms as f64 / 1000.0))
                 .await,
         );
         let embedded = judge(
             slo,
-            shakedown_slo::eval::instant(&store, &slo.query, t_ms)
+            shakedown_slo::eval::instant(&store, slo.query().unwrap(), t_ms)
                 .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string())),
         );
         println!(
