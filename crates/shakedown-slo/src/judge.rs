@@ -183,7 +183,7 @@ mod tests {
     fn slo(op: Comparison, threshold: f64) -> Slo {
         Slo {
             name: "p99".into(),
-            query: "q".into(),
+            sli: Sli::Query("q".into()),
             op,
             threshold,
         }
