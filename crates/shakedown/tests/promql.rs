@@ -176,6 +176,23 @@ async fn seed_000_promql_runs_verbatim_against_the_proxy() {
     assert!((p99 - 245.0).abs() < 1.0, "P99 {p99} ms");
     assert!(p99 < 2500.0, "seed 000's SLO holds");
 
+    // The client reads a range query as a matrix: one series, one point a second.
+    let prometheus = shakedown_slo::Prometheus::at(&format!("http://{}", prom.addr)).unwrap();
+    let end = now_ms() as f64 / 1000.0;
+    let series = format!("envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"{CLUSTER}\"}}");
+    match prometheus
+        .query_range(&series, end - 5.0, end, Duration::from_secs(1))
+        .await
+        .unwrap()
+    {
+        shakedown_slo::QueryResult::Matrix(m) => {
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].1.len(), 6, "{m:?}");
+            assert_eq!(m[0].1.last().unwrap().1, 310.0);
+        }
+        other => panic!("{other:?}"),
+    }
+
     // The same two queries judged by `shakedown slo check`, and its three outcomes.
     let url = format!("http://{}", prom.addr);
     let check = |query: &str, op: &str, threshold: &str| {
