@@ -210,6 +210,7 @@ async fn proxy(
     admin: Option<SocketAddr>,
     watch: bool,
 ) -> anyhow::Result<ExitCode> {
+    let first_read = fingerprint(&path);
     let config = match load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -232,7 +233,7 @@ async fn proxy(
         proxy.seed()
     );
     let reloads = tokio::spawn(reload_on_sighup(proxy.clone()));
-    let watcher = watch.then(|| tokio::spawn(watch_file(proxy.clone(), path)));
+    let watcher = watch.then(|| tokio::spawn(watch_file(proxy.clone(), path, first_read)));
     shutdown_signal().await;
     eprintln!("shakedown proxy: draining in-flight requests");
     reloads.abort();
@@ -259,16 +260,21 @@ async fn reload_on_sighup(proxy: Proxy) {
 }
 
 /// Polls the file once a second; reloads when its length, mtime or content changes.
-async fn watch_file(proxy: Proxy, path: PathBuf) {
-    let fingerprint = |p: &Path| -> Option<(u64, SystemTime, u64)> {
-        let meta = std::fs::metadata(p).ok()?;
-        let text = std::fs::read(p).ok()?;
-        let hash = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        Some((meta.len(), meta.modified().ok()?, hash))
-    };
-    let mut last = fingerprint(&path);
+/// What `--watch` compares: size, modification time and a hash of the content.
+type Fingerprint = Option<(u64, SystemTime, u64)>;
+
+fn fingerprint(p: &Path) -> Fingerprint {
+    let meta = std::fs::metadata(p).ok()?;
+    let text = std::fs::read(p).ok()?;
+    let hash = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some((meta.len(), meta.modified().ok()?, hash))
+}
+
+/// Reloads when the file differs from `last`, which was taken before the file was first read:
+/// a change made while the proxy was starting is not missed.
+async fn watch_file(proxy: Proxy, path: PathBuf, mut last: Fingerprint) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = fingerprint(&path);
