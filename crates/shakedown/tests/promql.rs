@@ -123,9 +123,8 @@ async fn traffic(client: &HttpClient, listen: SocketAddr, range: std::ops::Range
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_000_promql_runs_verbatim_against_the_proxy() {
-    let stub = Stub::start().await.unwrap();
+/// A proxy with one listener in front of `stub`, its cluster named as in seed 000.
+async fn start_proxy(stub: &Stub) -> Proxy {
     let config = ProxyConfig::load(
         "promql.yaml",
         &format!(
@@ -136,7 +135,13 @@ async fn seed_000_promql_runs_verbatim_against_the_proxy() {
         ),
     )
     .unwrap();
-    let proxy = Proxy::start(config, ProxyOptions::default()).await.unwrap();
+    Proxy::start(config, ProxyOptions::default()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_promql_runs_verbatim_against_the_proxy() {
+    let stub = Stub::start().await.unwrap();
+    let proxy = start_proxy(&stub).await;
     let listen = proxy.listener_addr("outbound").unwrap();
     let prom = start_prometheus(proxy.admin_addr());
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -268,17 +273,7 @@ async fn seed_000_slos_judged_the_same_by_prometheus_and_embedded() {
     use shakedown_slo::{Outcome, judge, store::Store};
 
     let stub = Stub::start().await.unwrap();
-    let config = ProxyConfig::load(
-        "promql.yaml",
-        &format!(
-            "admin: {{address: 127.0.0.1:0}}\n\
-             listeners:\n  - name: outbound\n    address: 127.0.0.1:0\n    routes: [{{match: {{prefix: /}}, cluster: search}}]\n\
-             clusters:\n  - name: search\n    stat_name: \"{CLUSTER}\"\n    endpoints: [\"{}\"]\n",
-            stub.addr()
-        ),
-    )
-    .unwrap();
-    let proxy = Proxy::start(config, ProxyOptions::default()).await.unwrap();
+    let proxy = start_proxy(&stub).await;
     let listen = proxy.listener_addr("outbound").unwrap();
     let admin = proxy.admin_addr();
     let prom = start_prometheus(admin);
