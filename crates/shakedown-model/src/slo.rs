@@ -46,6 +46,8 @@ pub struct RawPrometheus {
     pub retries: Option<u32>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<String>,
+    /// PEM file of CA certificates to trust for https, besides Mozilla's roots.
+    pub ca_file: Option<String>,
     /// Basic auth user name.
     pub username: Option<String>,
     /// File holding the basic auth password.
@@ -177,6 +179,8 @@ pub struct PrometheusTarget {
     pub retries: u32,
     /// Bearer token file.
     pub bearer_token_file: Option<String>,
+    /// Extra CA certificates (PEM file) for https.
+    pub ca_file: Option<String>,
     /// Basic auth: user and password file.
     pub basic_auth: Option<(String, String)>,
 }
@@ -390,6 +394,7 @@ fn prometheus(raw: &RawPrometheus, problems: &mut Problems) -> Option<Prometheus
         timeout,
         retries: raw.retries.unwrap_or(2),
         bearer_token_file: raw.bearer_token_file.clone(),
+        ca_file: raw.ca_file.clone(),
         basic_auth,
     })
 }

@@ -66,7 +66,7 @@ pub enum PromError {
     /// The answer is not what the API documents.
     #[error("unreadable answer from Prometheus: {0}")]
     Malformed(String),
-    /// Credentials could not be read.
+    /// Credentials or certificates could not be read.
     #[error("{0}")]
     Credentials(String),
 }
@@ -135,8 +135,18 @@ impl Prometheus {
                 })
             })
             .transpose()?;
+        // Mozilla's roots plus the CA file, the same rustls set-up as the load generator's.
+        let tls = shakedown_load::tls::client_config(&shakedown_model::load::HttpOptions {
+            version: shakedown_model::load::HttpVersion::Http1,
+            ca_file: target.ca_file.clone(),
+            ..Default::default()
+        })
+        .map_err(PromError::Credentials)?;
+        let mut tls = (*tls).clone();
+        // hyper-rustls sets ALPN itself from the enabled HTTP versions.
+        tls.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .build();
@@ -160,6 +170,7 @@ impl Prometheus {
             timeout: Duration::from_secs(10),
             retries: 2,
             bearer_token_file: None,
+            ca_file: None,
             basic_auth: None,
         })
     }

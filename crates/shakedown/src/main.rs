@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Check a proxy config or a load file and report every problem with file:line:column.
+    /// Check a proxy config, a load file or an SLO file: every problem with file:line:column.
     Validate {
         /// The config file.
         file: PathBuf,
@@ -162,6 +162,18 @@ fn validate(file: &Path) -> ExitCode {
     let is_load = text
         .lines()
         .any(|l| l.starts_with("scenario:") || l.starts_with("\"scenario\""));
+    if text.lines().any(|l| l.starts_with("slos:")) {
+        return match shakedown_model::slo::SloFile::load(&file.display().to_string(), &text) {
+            Ok(f) => {
+                println!("{}: OK (slo: {} SLOs)", file.display(), f.slos.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        };
+    }
     if is_load {
         return match shakedown_model::LoadSpec::load(&file.display().to_string(), &text) {
             Ok(spec) => {

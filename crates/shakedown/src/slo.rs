@@ -56,6 +56,9 @@ struct CheckArgs {
     /// File holding a bearer token.
     #[arg(long)]
     bearer_token_file: Option<String>,
+    /// PEM file of CA certificates to trust for an https Prometheus.
+    #[arg(long)]
+    ca_file: Option<String>,
     /// A load run's summary export (`shakedown load --summary-export`), for `sli: {source: load}`.
     #[arg(long)]
     load_summary: Option<PathBuf>,
@@ -160,6 +163,7 @@ fn plan(a: &CheckArgs) -> Result<(Option<PrometheusTarget>, Vec<Slo>), String> {
             timeout: Duration::from_secs(10),
             retries: 2,
             bearer_token_file: None,
+            ca_file: None,
             basic_auth: None,
         },
         (Some(t), None) => t,
@@ -176,6 +180,9 @@ fn plan(a: &CheckArgs) -> Result<(Option<PrometheusTarget>, Vec<Slo>), String> {
     }
     if let Some(f) = &a.bearer_token_file {
         target.bearer_token_file = Some(f.clone());
+    }
+    if let Some(f) = &a.ca_file {
+        target.ca_file = Some(f.clone());
     }
     if let (Some(u), Some(p)) = (&a.username, &a.password_file) {
         target.basic_auth = Some((u.clone(), p.clone()));

@@ -265,3 +265,20 @@ fn proxy_with_watch_reloads_when_the_file_changes() {
     let _ = child.wait();
     assert!(applied, "--watch picked up the change");
 }
+
+#[test]
+fn every_example_file_validates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let out = bin().arg("validate").arg(&path).output().unwrap();
+                assert!(out.status.success(), "{}: {out:?}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 2, "examples found: {seen}");
+}
