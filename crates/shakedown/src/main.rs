@@ -69,7 +69,7 @@ enum Command {
     /// is crossed. `shakedown load merge` merges summary exports of several machines.
     Load(Box<load::LoadArgs>),
     /// Judge SLOs (PromQL against a Prometheus): exit 0 met, 1 violated, 2 could not judge.
-    Slo(slo::SloArgs),
+    Slo(Box<slo::SloArgs>),
     /// Serve a stub upstream (HTTP/1.1 + h2c) for tests and benchmarks.
     Stub {
         /// Address to listen on.
@@ -115,7 +115,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => proxy(config, seed, admin, watch).await,
         Command::Validate { file } => Ok(validate(&file)),
         Command::Load(args) => load::main(*args).await,
-        Command::Slo(args) => Ok(slo::main(args).await),
+        Command::Slo(args) => Ok(slo::main(*args).await),
         Command::Demo {
             requests,
             concurrency,
