@@ -118,7 +118,8 @@ enum Sender {
 enum Attempt {
     /// A response (or a failure after sending); whether the connection stays usable.
     Done(Outcome, bool),
-    /// Refused before anything was written.
+    /// No answer at all: refused before anything was written (HTTP/2), or closed before any
+    /// byte of a response to an idempotent request (HTTP/1.1).
     NotSent(&'static str),
 }
 
@@ -306,37 +307,30 @@ impl Client {
             let Some(sender) = slot.as_mut() else {
                 return Outcome::failed("connect");
             };
-            let (attempt_result, connection_over) = match sender {
-                Sender::H1(conn) => {
-                    let attempt = match conn.exchange(&p.h1_request, p.head, want_body).await {
-                        Ok(r) => {
-                            let outcome = Outcome {
-                                status: Some(r.status),
-                                error: None,
-                                body: r.body,
-                            };
-                            Attempt::Done(outcome, r.reusable)
-                        }
-                        Err(H1Error::ClosedBeforeResponse) if p.idempotent => {
-                            Attempt::NotSent("connection closed")
-                        }
-                        Err(e) => Attempt::Done(Outcome::failed(e.name()), false),
-                    };
-                    (attempt, false)
-                }
+            let attempt_result = match sender {
+                Sender::H1(conn) => match conn.exchange(&p.h1_request, p.head, want_body).await {
+                    Ok(r) => {
+                        let outcome = Outcome {
+                            status: Some(r.status),
+                            error: None,
+                            body: r.body,
+                        };
+                        Attempt::Done(outcome, r.reusable)
+                    }
+                    Err(H1Error::ClosedBeforeResponse) if p.idempotent => {
+                        Attempt::NotSent("connection closed")
+                    }
+                    Err(e) => Attempt::Done(Outcome::failed(e.name()), false),
+                },
                 Sender::H2(s) => {
                     let req = self.request(p);
-                    let attempt = if s.ready().await.is_err() {
+                    if s.ready().await.is_err() {
                         Attempt::NotSent("connection closed")
                     } else {
                         read(s.try_send_request(req).await, want_body).await
-                    };
-                    (attempt, false)
+                    }
                 }
             };
-            if connection_over {
-                *slot = None;
-            }
             match attempt_result {
                 Attempt::Done(outcome, keep) => {
                     if !keep {
@@ -344,7 +338,8 @@ impl Client {
                     }
                     return outcome;
                 }
-                // Nothing was written: the idle connection was closed under us. Once.
+                // The reused connection had been closed under us before any answer: once more
+                // on a fresh one (for HTTP/1.1 only idempotent requests get here).
                 Attempt::NotSent(e) => {
                     *slot = None;
                     if !(reused && attempt == 1) {
