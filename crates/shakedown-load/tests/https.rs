@@ -2,72 +2,19 @@
 //! test: trusted through `ca_file`, refused without it, accepted with `insecure`; HTTP/2 chosen
 //! by ALPN unless `http1` is asked for.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use shakedown_load::{Report, RunOptions, run};
 use shakedown_model::LoadSpec;
-use tokio::net::TcpListener;
-
-struct TlsServer {
-    addr: std::net::SocketAddr,
-    ca_file: std::path::PathBuf,
-}
+use shakedown_testkit::tls::TlsServer;
 
 /// A server that answers every request with the HTTP version it was made in.
 async fn tls_server() -> TlsServer {
-    let key =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let ca_file = std::env::temp_dir().join(format!(
-        "shakedown-load-test-{}-{}.pem",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::write(&ca_file, key.cert.pem()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(key.cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der())),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let v = format!("{:?}", req.version());
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(v))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    TlsServer { addr, ca_file }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    TlsServer::start(|req| async move {
+        hyper::Response::new(Full::new(Bytes::from(format!("{:?}", req.version()))))
+    })
+    .await
+    .unwrap()
 }
 
 async fn load(server: &TlsServer, http: &str, body: &str) -> Report {
@@ -114,7 +61,6 @@ async fn https_verifies_the_certificate_and_negotiates_http2() {
 
     let insecure = load(&server, "{insecure: true}", "HTTP/2.0").await;
     assert_eq!(insecure.samples.failed.trues, 0);
-    let _ = std::fs::remove_file(&server.ca_file);
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@
 //! generator's rate from the receiving end) and stall every response once for a while (the
 //! coordinated-omission experiment).
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
