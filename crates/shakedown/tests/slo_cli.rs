@@ -19,6 +19,22 @@ fn check(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// `up < 1` against `url`, with extra flags.
+fn check_up(url: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec![
+        "--prometheus",
+        url,
+        "--query",
+        "up",
+        "--op",
+        "<",
+        "--threshold",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    check(&args)
+}
+
 #[test]
 fn unreachable_prometheus_exits_2_after_retries() {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -27,18 +43,7 @@ fn unreachable_prometheus_exits_2_after_retries() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let (code, out, _) = check(&[
-        "--prometheus",
-        &url,
-        "--query",
-        "up",
-        "--op",
-        "<",
-        "--threshold",
-        "1",
-        "--retries",
-        "2",
-    ]);
+    let (code, out, _) = check_up(&url, &["--retries", "2"]);
     assert_eq!(code, Some(2));
     assert!(
         out.contains("COULD NOT JUDGE: Prometheus unreachable"),
@@ -63,20 +68,7 @@ fn a_server_that_never_answers_times_out_and_exits_2() {
         }
     });
     let started = Instant::now();
-    let (code, out, _) = check(&[
-        "--prometheus",
-        &url,
-        "--query",
-        "up",
-        "--op",
-        "<",
-        "--threshold",
-        "1",
-        "--timeout",
-        "300ms",
-        "--retries",
-        "1",
-    ]);
+    let (code, out, _) = check_up(&url, &["--timeout", "300ms", "--retries", "1"]);
     assert_eq!(code, Some(2));
     assert!(out.contains("did not answer within 300ms"), "{out}");
     // Two attempts of 300 ms and one backoff of 200 ms.
