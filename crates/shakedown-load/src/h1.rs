@@ -492,8 +492,8 @@ mod tests {
     fn requests_are_serialized_once() {
         let mut h = http::HeaderMap::new();
         h.insert("x-test", http::HeaderValue::from_static("1"));
-        let r = serialize(&http::Method::POST, "/a?b=c", "127.0.0.1:8080", &h, b"hi");
-        assert_eq!(&r[..], b"POST /a?b=c HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nx-test: 1\r\ncontent-length: 2\r\n\r\nhi");
+        let r = serialize(&http::Method::POST, "/a?b=c", "search.test:8080", &h, b"hi");
+        assert_eq!(&r[..], b"POST /a?b=c HTTP/1.1\r\nhost: search.test:8080\r\nx-test: 1\r\ncontent-length: 2\r\n\r\nhi");
         let r = serialize(&http::Method::GET, "/", "h", &http::HeaderMap::new(), b"");
         assert_eq!(&r[..], b"GET / HTTP/1.1\r\nhost: h\r\n\r\n");
     }

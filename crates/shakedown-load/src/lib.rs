@@ -39,9 +39,6 @@ pub enum LoadError {
     /// A host name did not resolve.
     #[error("cannot resolve `{0}`: {1}")]
     Resolve(String, #[source] std::io::Error),
-    /// A URL could not be used.
-    #[error("bad URL `{0}`")]
-    Url(String),
     /// TLS could not be set up (e.g. an unreadable CA file).
     #[error("{0}")]
     Tls(String),

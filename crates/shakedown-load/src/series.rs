@@ -117,7 +117,8 @@ impl Series {
     /// Merges the series of runs that ran side by side: points at the same index add.
     pub fn merge(&mut self, other: &Series) {
         if other.interval != self.interval {
-            // Different resolutions cannot be aligned exactly; keep the finer one's shape.
+            // Different resolutions cannot be aligned point by point: the first run's series
+            // stands (the totals, which do add, are in the samples).
             return;
         }
         for (i, p) in other.points.iter().enumerate() {

@@ -65,9 +65,15 @@ async fn https_verifies_the_certificate_and_negotiates_http2() {
 
 #[tokio::test]
 async fn an_unreadable_ca_file_is_an_error_before_any_request() {
+    // A port nothing listens on: the run must stop at the CA file, before any connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let spec = LoadSpec::load(
         "tls.yaml",
-        "target: https://127.0.0.1:1/\nscenario: {executor: constant-vus, vus: 1, duration: 1s}\nhttp: {ca_file: /nonexistent/ca.pem}\n",
+        &format!("target: https://127.0.0.1:{port}/\nscenario: {{executor: constant-vus, vus: 1, duration: 1s}}\nhttp: {{ca_file: /nonexistent/ca.pem}}\n"),
     )
     .unwrap();
     let err = run(&spec, RunOptions::default())

@@ -826,7 +826,7 @@ mod tests {
     use crate::threshold::{Aggregation, Operator};
 
     const SEED_000: &str = "\
-target: http://127.0.0.1:8080
+target: http://127.0.0.1:0
 requests:
   - name: search
     path: /search?q=tekton
@@ -847,10 +847,7 @@ thresholds:
     fn seed_000_k6_script_is_expressible() {
         let spec = LoadSpec::load("load.yaml", SEED_000).unwrap();
         assert_eq!(spec.requests.len(), 1);
-        assert_eq!(
-            spec.requests[0].url,
-            "http://127.0.0.1:8080/search?q=tekton"
-        );
+        assert_eq!(spec.requests[0].url, "http://127.0.0.1:0/search?q=tekton");
         assert_eq!(spec.requests[0].name, "search");
         let Scenario::Closed {
             vus, think_time, ..
@@ -876,7 +873,7 @@ thresholds:
     #[test]
     fn open_model_rates_are_per_second() {
         let text = "\
-target: http://127.0.0.1:1
+target: http://127.0.0.1:0
 scenario:
   executor: ramping-arrival-rate
   start_rate: 60

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use crate::duration::parse_duration;
 use crate::source::{ConfigError, Document, Problems, index, join};
+use crate::threshold::Operator;
 
 /// A file of SLOs as written.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -99,49 +100,15 @@ pub enum Sli {
     LoadErrorRatio,
 }
 
-/// A comparison an SLO value must satisfy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Comparison {
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-}
-
-impl Comparison {
-    /// Parses `<`, `<=`, `>`, `>=`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "<" => Ok(Self::Lt),
-            "<=" => Ok(Self::Le),
-            ">" => Ok(Self::Gt),
-            ">=" => Ok(Self::Ge),
-            other => Err(format!("`{other}`: use <, <=, > or >=")),
-        }
-    }
-
-    /// Whether `value op threshold` holds (never for NaN).
-    pub fn holds(self, value: f64, threshold: f64) -> bool {
-        match self {
-            Self::Lt => value < threshold,
-            Self::Le => value <= threshold,
-            Self::Gt => value > threshold,
-            Self::Ge => value >= threshold,
-        }
-    }
-
-    /// The operator as written.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lt => "<",
-            Self::Le => "<=",
-            Self::Gt => ">",
-            Self::Ge => ">=",
-        }
+/// Parses an SLO's comparison: k6's operators (the same type, so both judge alike), but only
+/// `<`, `<=`, `>`, `>=` — equality against a measured ratio or latency is never what is meant.
+pub fn comparison(text: &str) -> Result<Operator, String> {
+    match text.trim() {
+        "<" => Ok(Operator::Lt),
+        "<=" => Ok(Operator::Le),
+        ">" => Ok(Operator::Gt),
+        ">=" => Ok(Operator::Ge),
+        other => Err(format!("`{other}`: use <, <=, > or >=")),
     }
 }
 
@@ -153,7 +120,7 @@ pub struct Slo {
     /// What is measured (a query has `{{window}}` substituted).
     pub sli: Sli,
     /// The comparison.
-    pub op: Comparison,
+    pub op: Operator,
     /// The bound.
     pub threshold: f64,
 }
@@ -224,7 +191,7 @@ impl SloFile {
 /// Validates one SLO; `path` names it in problems.
 pub fn slo(raw: &RawSlo, path: &str, problems: &mut Problems) -> Option<Slo> {
     let before = problems.len();
-    let op = Comparison::parse(&raw.op)
+    let op = comparison(&raw.op)
         .map_err(|e| problems.push(join(path, "op"), e))
         .ok();
     if !raw.threshold.is_finite() {
@@ -249,7 +216,7 @@ pub fn slo(raw: &RawSlo, path: &str, problems: &mut Problems) -> Option<Slo> {
                 return (problems.len() == before).then(|| Slo {
                     name: raw.name.clone(),
                     sli: other,
-                    op: op.unwrap_or(Comparison::Lt),
+                    op: op.unwrap_or(Operator::Lt),
                     threshold: raw.threshold,
                 });
             }
@@ -275,7 +242,7 @@ pub fn slo(raw: &RawSlo, path: &str, problems: &mut Problems) -> Option<Slo> {
     (problems.len() == before).then(|| Slo {
         name: raw.name.clone(),
         sli: Sli::Query(query),
-        op: op.unwrap_or(Comparison::Lt),
+        op: op.unwrap_or(Operator::Lt),
         threshold: raw.threshold,
     })
 }
@@ -404,7 +371,7 @@ mod tests {
     use super::*;
 
     const SEED_000: &str = r#"
-prometheus: {url: "http://127.0.0.1:9090", timeout: 5s}
+prometheus: {url: "http://127.0.0.1:0", timeout: 5s}
 slos:
   - name: p99-latency-ms
     query: 'histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="search"}[{{window}}])) by (le))'
@@ -426,10 +393,7 @@ slos:
             "{:?}",
             f.slos[0].sli
         );
-        assert_eq!(
-            (f.slos[0].op, f.slos[0].threshold),
-            (Comparison::Lt, 2500.0)
-        );
+        assert_eq!((f.slos[0].op, f.slos[0].threshold), (Operator::Lt, 2500.0));
         assert_eq!(f.prometheus.unwrap().timeout, Duration::from_secs(5));
     }
 
@@ -480,15 +444,11 @@ slos:
 
     #[test]
     fn comparisons_never_hold_for_nan() {
-        for op in [
-            Comparison::Lt,
-            Comparison::Le,
-            Comparison::Gt,
-            Comparison::Ge,
-        ] {
-            assert!(!op.holds(f64::NAN, 1.0));
+        for op in ["<", "<=", ">", ">="] {
+            assert!(!comparison(op).unwrap().holds(f64::NAN, 1.0));
         }
-        assert!(Comparison::Le.holds(1.0, 1.0) && !Comparison::Lt.holds(1.0, 1.0));
+        assert!(comparison("==").is_err() && comparison("!=").is_err());
+        assert!(Operator::Le.holds(1.0, 1.0) && !Operator::Lt.holds(1.0, 1.0));
         assert_eq!(prom_duration(Duration::from_secs(120)), "2m");
         assert_eq!(prom_duration(Duration::from_millis(1500)), "1500ms");
     }

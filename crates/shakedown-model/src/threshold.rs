@@ -105,7 +105,19 @@ pub enum Operator {
 }
 
 impl Operator {
-    /// Whether `left op right` holds.
+    /// The operator as written (`==` for both `==` and `===`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lt => "<",
+            Self::Le => "<=",
+            Self::Gt => ">",
+            Self::Ge => ">=",
+            Self::Eq => "==",
+            Self::Ne => "!=",
+        }
+    }
+
+    /// Whether `left op right` holds (never for NaN, except `!=`).
     pub fn holds(self, left: f64, right: f64) -> bool {
         match self {
             Self::Lt => left < right,

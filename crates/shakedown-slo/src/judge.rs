@@ -10,6 +10,7 @@ use shakedown_load::Report;
 use shakedown_model::slo::{Sli, Slo};
 
 use crate::prom::{Labels, PromError, Prometheus, QueryResult};
+use crate::store::Store;
 
 /// How one SLO came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,12 +102,15 @@ pub fn judge(slo: &Slo, result: Result<QueryResult, PromError>) -> Judgement {
     }
 }
 
+/// The operator that holds when `op` does not (for the comparisons an SLO allows).
 fn negate(op: &str) -> &'static str {
     match op {
         "<" => ">=",
         "<=" => ">",
         ">" => "<=",
-        _ => "<",
+        ">=" => "<",
+        "==" => "!=",
+        _ => "==",
     }
 }
 
@@ -132,6 +136,28 @@ pub fn judge_load(slo: &Slo, report: &Report) -> Judgement {
         None => Ok(QueryResult::Vector(Vec::new())),
     };
     judge(slo, result)
+}
+
+/// Judges a PromQL SLO on the embedded store at `t_ms`; a query outside the evaluator's subset
+/// could not be judged, and says what it used.
+pub fn judge_embedded(slo: &Slo, store: &Store, t_ms: i64) -> Judgement {
+    match &slo.sli {
+        Sli::Query(q) => match crate::eval::instant(store, q, t_ms) {
+            Ok(result) => judge(slo, Ok(result)),
+            Err(e) => Judgement {
+                name: slo.name.clone(),
+                outcome: Outcome::Unjudged,
+                value: None,
+                detail: e.to_string(),
+            },
+        },
+        _ => Judgement {
+            name: slo.name.clone(),
+            outcome: Outcome::Unjudged,
+            value: None,
+            detail: "a load SLI is judged on the load run, not the store".into(),
+        },
+    }
 }
 
 /// Judges every SLO, in order: queries against `prom`, load SLIs on `load`; an SLO whose
@@ -178,9 +204,9 @@ pub fn exit_code(judgements: &[Judgement]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shakedown_model::slo::Comparison;
+    use shakedown_model::threshold::Operator;
 
-    fn slo(op: Comparison, threshold: f64) -> Slo {
+    fn slo(op: Operator, threshold: f64) -> Slo {
         Slo {
             name: "p99".into(),
             sli: Sli::Query("q".into()),
@@ -207,17 +233,17 @@ mod tests {
 
     #[test]
     fn met_violated_and_the_worst_series() {
-        let j = judge(&slo(Comparison::Lt, 2500.0), vector(&[245.0]));
+        let j = judge(&slo(Operator::Lt, 2500.0), vector(&[245.0]));
         assert_eq!((j.outcome, j.value), (Outcome::Met, Some(245.0)));
-        let j = judge(&slo(Comparison::Lt, 2500.0), vector(&[245.0, 3000.0, 10.0]));
+        let j = judge(&slo(Operator::Lt, 2500.0), vector(&[245.0, 3000.0, 10.0]));
         assert_eq!((j.outcome, j.value), (Outcome::Violated, Some(3000.0)));
         assert_eq!(j.detail, "3000 for {route=\"1\"} >= 2500");
         let j = judge(
-            &slo(Comparison::Ge, 0.99),
+            &slo(Operator::Ge, 0.99),
             Ok(QueryResult::Scalar(0.0, 0.995)),
         );
         assert_eq!(j.outcome, Outcome::Met);
-        let j = judge(&slo(Comparison::Lt, 2500.0), vector(&[f64::INFINITY]));
+        let j = judge(&slo(Operator::Lt, 2500.0), vector(&[f64::INFINITY]));
         assert_eq!(j.outcome, Outcome::Violated);
     }
 
@@ -233,10 +259,27 @@ mod tests {
             ),
         ];
         for (result, needle) in cases {
-            let j = judge(&slo(Comparison::Lt, 1.0), result);
+            let j = judge(&slo(Operator::Lt, 1.0), result);
             assert_eq!(j.outcome, Outcome::Unjudged);
             assert!(j.detail.contains(needle), "{}", j.detail);
         }
+    }
+
+    #[test]
+    fn embedded_queries_outside_the_subset_are_not_judged() {
+        let store = Store::new(std::time::Duration::from_secs(60));
+        store.ingest(1_000, "x 1\n");
+        let mut s = slo(Operator::Lt, 5.0);
+        s.sli = Sli::Query("x".into());
+        assert_eq!(judge_embedded(&s, &store, 2_000).outcome, Outcome::Met);
+        s.sli = Sli::Query("topk(1, x)".into());
+        let j = judge_embedded(&s, &store, 2_000);
+        assert_eq!(j.outcome, Outcome::Unjudged);
+        assert!(
+            j.detail.contains("not supported by the embedded evaluator"),
+            "{}",
+            j.detail
+        );
     }
 
     #[test]

@@ -10,5 +10,5 @@ pub mod judge;
 pub mod prom;
 pub mod store;
 
-pub use judge::{Judgement, Outcome, check_all, exit_code, judge, judge_load};
+pub use judge::{Judgement, Outcome, check_all, exit_code, judge, judge_embedded, judge_load};
 pub use prom::{PromError, Prometheus, QueryResult};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use shakedown_model::ProxyConfig;
 use shakedown_proxy::{Proxy, ProxyOptions};
 use shakedown_slo::store::{Store, now_ms};
-use shakedown_slo::{Outcome, QueryResult, eval, judge};
+use shakedown_slo::{Outcome, QueryResult, eval, judge_embedded};
 use shakedown_testkit::Stub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -104,9 +104,7 @@ async fn seed_000_slos_judged_embedded_from_proxy_and_load() {
     .unwrap()
     .slos;
     for slo in &slos {
-        let result = eval::instant(&store, slo.query().unwrap(), now_ms())
-            .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string()));
-        let j = judge(slo, result);
+        let j = judge_embedded(slo, &store, now_ms());
         assert_eq!(j.outcome, Outcome::Met, "{j:?}");
     }
 

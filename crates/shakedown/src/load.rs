@@ -463,7 +463,7 @@ mod tests {
     fn flags_pick_the_executor() {
         use shakedown_model::Scenario;
         let s = spec_of(&[
-            "http://127.0.0.1:1/",
+            "http://127.0.0.1:0/",
             "--rate",
             "500",
             "-d",
@@ -481,7 +481,7 @@ mod tests {
             }
         ));
         let s = spec_of(&[
-            "http://127.0.0.1:1/",
+            "http://127.0.0.1:0/",
             "--vus",
             "10",
             "--think",
@@ -497,7 +497,7 @@ mod tests {
                 ..
             }
         ));
-        let s = spec_of(&["http://127.0.0.1:1/", "--stages", "5s:100,5s:0"]).unwrap();
+        let s = spec_of(&["http://127.0.0.1:0/", "--stages", "5s:100,5s:0"]).unwrap();
         assert!(matches!(
             s.scenario,
             Scenario::Open {
@@ -505,7 +505,7 @@ mod tests {
                 ..
             }
         ));
-        let s = spec_of(&["http://127.0.0.1:1/", "--vus", "2", "--stages", "5s:10"]).unwrap();
+        let s = spec_of(&["http://127.0.0.1:0/", "--vus", "2", "--stages", "5s:10"]).unwrap();
         assert!(matches!(
             s.scenario,
             Scenario::Closed {
@@ -513,17 +513,17 @@ mod tests {
                 ..
             }
         ));
-        let s = spec_of(&["http://127.0.0.1:1/", "-t", "http_req_duration=p(95)<500"]).unwrap();
+        let s = spec_of(&["http://127.0.0.1:0/", "-t", "http_req_duration=p(95)<500"]).unwrap();
         assert_eq!(s.thresholds.len(), 1);
     }
 
     #[test]
     fn bad_flags_name_the_flag() {
-        let e = spec_of(&["http://127.0.0.1:1/", "--rate=-5"]).unwrap_err();
+        let e = spec_of(&["http://127.0.0.1:0/", "--rate=-5"]).unwrap_err();
         assert!(e.contains("--rate: must be a number > 0"), "{e}");
-        let e = spec_of(&["http://127.0.0.1:1/", "--vus", "1", "-d", "soon"]).unwrap_err();
+        let e = spec_of(&["http://127.0.0.1:0/", "--vus", "1", "-d", "soon"]).unwrap_err();
         assert!(e.contains("--duration:"), "{e}");
-        let e = spec_of(&["http://127.0.0.1:1/", "-t", "http_req_duration=p(200)<5"]).unwrap_err();
+        let e = spec_of(&["http://127.0.0.1:0/", "-t", "http_req_duration=p(200)<5"]).unwrap_err();
         assert!(e.contains("outside 0..100"), "{e}");
         assert!(
             spec_of(&["--rate", "5"])

@@ -132,23 +132,25 @@ async fn abort_on_fail_exits_99_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_input_exits_104_naming_flag_or_file_line() {
-    let out = load(s(&["http://127.0.0.1:9/", "--rate", "0"])).await;
+    // A port nothing listens on: every case must stop before any request.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("http://127.0.0.1:{port}/");
+    let out = load(s(&[&target, "--rate", "0"])).await;
     assert_eq!(out.status.code(), Some(104));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate: must be a number > 0"));
 
-    let out = load(s(&[
-        "http://127.0.0.1:9/",
-        "-t",
-        "http_req_duration=p(95)<<5",
-    ]))
-    .await;
+    let out = load(s(&[&target, "-t", "http_req_duration=p(95)<<5"])).await;
     assert_eq!(out.status.code(), Some(104));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a number"));
 
     let file = temp("bad.yaml");
     std::fs::write(
         &file,
-        "target: http://127.0.0.1:9/\nscenario:\n  executor: constant-vus\n  vus: 2\n  duration: 1s\nthresholds:\n  http_req_duration: ['p(95)<500', 'avg']\n",
+        format!("target: {target}\nscenario:\n  executor: constant-vus\n  vus: 2\n  duration: 1s\nthresholds:\n  http_req_duration: ['p(95)<500', 'avg']\n"),
     )
     .unwrap();
     let out = load(vec!["--config".into(), file.display().to_string()]).await;

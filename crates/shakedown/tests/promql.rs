@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use shakedown_model::ProxyConfig;
 use shakedown_proxy::{Proxy, ProxyOptions};
+use shakedown_slo::store::now_ms;
 use shakedown_testkit::Stub;
 
 const CLUSTER: &str = "outbound|80||search-service.resilience-testing.svc.cluster.local";
@@ -373,11 +374,7 @@ async fn seed_000_slos_judged_the_same_by_prometheus_and_embedded() {
                 .query(slo.query().unwrap(), Some(t_ms as f64 / 1000.0))
                 .await,
         );
-        let embedded = judge(
-            slo,
-            shakedown_slo::eval::instant(&store, slo.query().unwrap(), t_ms)
-                .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string())),
-        );
+        let embedded = shakedown_slo::judge_embedded(slo, &store, t_ms);
         println!(
             "{}: prometheus {:?} {}, embedded {:?} {}",
             slo.name, real.outcome, real.detail, embedded.outcome, embedded.detail
@@ -392,21 +389,10 @@ async fn seed_000_slos_judged_the_same_by_prometheus_and_embedded() {
         );
     }
     // And both are near what the load generator itself counted.
-    let ratio = judge(
-        &slos[1],
-        shakedown_slo::eval::instant(&store, ERROR_RATIO, t_ms)
-            .map_err(|e| shakedown_slo::PromError::Malformed(e.to_string())),
-    );
+    let ratio = shakedown_slo::judge_embedded(&slos[1], &store, t_ms);
     assert!(
         (ratio.value.unwrap() - fails / total as f64).abs() < 0.01,
         "{ratio:?} vs {fails}/{total}"
     );
     proxy.shutdown().await;
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }

@@ -87,7 +87,7 @@ fn a_bad_slo_file_names_file_line_and_field() {
     let path = dir.join("slos.yaml");
     std::fs::write(
         &path,
-        "prometheus: {url: 'http://127.0.0.1:9'}\nslos:\n  - name: p99\n    query: 'histogram_quantile(0.99, x[{{window}}])'\n    op: '<'\n    threshold: 2500\n",
+        "prometheus: {url: 'http://127.0.0.1:0'}\nslos:\n  - name: p99\n    query: 'histogram_quantile(0.99, x[{{window}}])'\n    op: '<'\n    threshold: 2500\n",
     )
     .unwrap();
     let (code, _, err) = check(&["--file", path.to_str().unwrap()]);
