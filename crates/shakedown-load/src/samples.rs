@@ -133,9 +133,11 @@ impl Trend {
         v as f64 / 1000.0
     }
 
-    /// How many values are ≤ `us`.
+    /// How many values are ≤ `us` (to the histogram's resolution). Beyond the counts array
+    /// the last bucket is used; `Histogram::high` is no bound here: after an `add` that grew
+    /// the array it is the addend's maximum, and larger values that fit are counted above it.
     pub fn count_at_most(&self, us: u64) -> u64 {
-        self.hist.count_between(0, us.min(self.hist.high()))
+        self.hist.count_between(0, us)
     }
 
     /// Bytes the histogram's counters occupy (its footprint; the rest is a few fields).
@@ -629,6 +631,25 @@ fn metric_key(k: &str) -> Result<MetricRef, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_at_most_sees_values_recorded_after_a_resize() {
+        // How the collector builds its totals: shards added in.
+        let mut t = Trend::default();
+        let mut shard = Trend::default();
+        shard.record(250_001);
+        t.add(&shard);
+        // Fits the array grown for 250 001 without growing it again.
+        let mut shard = Trend::default();
+        shard.record(260_000);
+        shard.record(1_000);
+        t.add(&shard);
+        assert_eq!(t.count_at_most(500_000), 3);
+        assert_eq!(t.count_at_most(10_000_000), 3);
+        assert_eq!(t.count_at_most(u64::MAX), 3);
+        assert_eq!(t.count_at_most(2_000), 1);
+        assert_eq!(Trend::default().count_at_most(1_000), 0);
+    }
 
     fn tags() -> Tags {
         Tags {
