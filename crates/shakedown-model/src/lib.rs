@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod slo;
 pub mod source;
 pub mod threshold;
+pub mod toxic;
 
 pub use fault::{
     Abort, AbortSource, Delay, DelaySource, FaultForm, HttpFault, Lifetime, RateLimit,
@@ -24,6 +25,7 @@ pub use load::{LoadSpec, Profile, Scenario};
 pub use percent::{Denominator, FractionalPercent};
 pub use proxy::{Cluster, Listener, ProxyConfig, Route, UpstreamProtocol};
 pub use source::{ConfigError, Diagnostic, Document, Problems};
+pub use toxic::{RawToxic, Stream, TcpProxySpec, Toxic, ToxicKind};
 
 /// The JSON Schema of the proxy config file, derived from the raw types (the file format is a
 /// public API; `schema/proxy-config.schema.json` is this, committed).
@@ -53,6 +55,17 @@ pub fn parse_fault(origin: &str, text: &str, name: Option<&str>) -> Result<HttpF
     let mut problems = Problems::default();
     match HttpFault::from_raw(&raw, "", name, &mut problems) {
         Some(f) if problems.is_empty() => Ok(f),
+        _ => Err(doc.errors(problems.into_vec())),
+    }
+}
+
+/// Parses one toxic from a Toxiproxy API body (JSON).
+pub fn parse_toxic(origin: &str, text: &str) -> Result<Toxic, ConfigError> {
+    let doc = Document::parse(origin, text)?;
+    let raw: toxic::RawToxic = doc.deserialize()?;
+    let mut problems = Problems::default();
+    match Toxic::from_raw(&raw, "", &mut problems) {
+        Some(t) if problems.is_empty() => Ok(t),
         _ => Err(doc.errors(problems.into_vec())),
     }
 }

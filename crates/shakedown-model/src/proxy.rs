@@ -35,6 +35,7 @@ use crate::fault::raw::RawFault;
 use crate::fault::valid_name;
 use crate::header_match::{HeaderMatcher, RawHeaderMatcher, RawRegex, header_matchers};
 use crate::source::{ConfigError, Document, Problems, index, join};
+use crate::toxic::{RawTcpProxy, TcpProxySpec};
 
 /// Default admin address: loopback only, Envoy's default port.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9901";
@@ -64,7 +65,26 @@ pub struct RawProxyConfig {
     /// Faults active from start-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<RawFault>,
+    /// The Toxiproxy-compatible API on its own address (its routes are on the admin endpoint
+    /// too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxiproxy: Option<RawToxiproxyApi>,
+    /// TCP proxies with Toxiproxy's toxics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_proxies: Vec<RawTcpProxy>,
 }
+
+/// `toxiproxy:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawToxiproxyApi {
+    /// `ip:port`; default `127.0.0.1:8474`, the port Toxiproxy's clients expect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Default address of the Toxiproxy-compatible API.
+pub const DEFAULT_TOXIPROXY_ADDRESS: &str = "127.0.0.1:8474";
 
 /// `admin:`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -201,6 +221,10 @@ pub struct ProxyConfig {
     pub clusters: Vec<Cluster>,
     /// Faults declared in the file.
     pub faults: Vec<HttpFault>,
+    /// Where the Toxiproxy-compatible API listens of its own, if asked.
+    pub toxiproxy: Option<SocketAddr>,
+    /// TCP proxies.
+    pub tcp_proxies: Vec<TcpProxySpec>,
     /// The file as written (for `/config_dump`).
     pub raw: RawProxyConfig,
 }
@@ -412,10 +436,39 @@ impl ProxyConfig {
             &mut problems,
         );
 
+        let toxiproxy = raw.toxiproxy.as_ref().and_then(|t| {
+            let address = t.address.as_deref().unwrap_or(DEFAULT_TOXIPROXY_ADDRESS);
+            socket_addr(address, "toxiproxy.address", &mut problems)
+        });
+        let tcp_proxies: Vec<TcpProxySpec> = raw
+            .tcp_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| TcpProxySpec::from_raw(p, &index("tcp_proxies", i), &mut problems))
+            .collect();
+        for (i, p) in raw.tcp_proxies.iter().enumerate() {
+            if listener_names.contains(p.name.as_str()) {
+                problems.push(
+                    join(&index("tcp_proxies", i), "name"),
+                    format!(
+                        "`{}` is also a listener's name; the API addresses both by name",
+                        p.name
+                    ),
+                );
+            }
+        }
+        unique(
+            raw.tcp_proxies.iter().map(|p| p.name.as_str()),
+            "tcp_proxies",
+            &mut problems,
+        );
+
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(ProxyConfig {
+            toxiproxy,
+            tcp_proxies,
             admin: admin.unwrap_or_else(|| ([127, 0, 0, 1], 9901).into()),
             seed: raw.seed,
             drain_timeout,

@@ -37,8 +37,32 @@ pub(crate) async fn serve(listener: TcpListener, proxy: Proxy, mut stop: watch::
     }
 }
 
-/// The admin routes, as a plain function of the proxy (tested without a socket).
+/// Serves the Toxiproxy API (and `/metrics`) on its own address until `stop` fires.
+pub(crate) async fn serve_toxiproxy(
+    listener: TcpListener,
+    proxy: Proxy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = crate::toxiproxy::router(proxy.clone()).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(proxy),
+    );
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("Toxiproxy API endpoint failed: {e}");
+    }
+}
+
+/// The admin routes, as a plain function of the proxy (tested without a socket); the
+/// Toxiproxy API's routes are part of it.
 pub fn router(proxy: Proxy) -> Router {
+    let toxiproxy = crate::toxiproxy::router(proxy.clone());
     Router::new()
         .route("/ready", get(|| async { "LIVE\n" }))
         .route("/server_info", get(server_info))
@@ -55,6 +79,7 @@ pub fn router(proxy: Proxy) -> Router {
         )
         .route("/reload", post(reload))
         .with_state(proxy)
+        .merge(toxiproxy)
 }
 
 /// Every way an admin request can fail.

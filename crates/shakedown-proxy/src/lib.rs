@@ -17,7 +17,9 @@ pub mod listener;
 pub mod metrics;
 pub mod runtime;
 pub mod stack;
+pub mod tcp;
 pub mod timeout;
+pub mod toxiproxy;
 pub mod upstream;
 
 pub use runtime::{ApplyError, Proxy, ProxyOptions, ReloadStatus};

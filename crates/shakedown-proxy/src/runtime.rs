@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use shakedown_model::{ConfigError, ProxyConfig};
+use shakedown_model::{ConfigError, ProxyConfig, TcpProxySpec};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
@@ -25,6 +25,8 @@ use crate::fault::FaultStore;
 use crate::listener::{self, ListenerHandle, RouteEntry, RouteTable};
 use crate::metrics::ProxyStats;
 use crate::stack::route_stack;
+use crate::tcp::{TcpError, TcpProxies};
+use crate::toxiproxy::HttpToxics;
 use crate::upstream::ClusterState;
 
 /// Start-up choices that are not in the config file.
@@ -36,6 +38,8 @@ pub struct ProxyOptions {
     pub seed: Option<u64>,
     /// Overrides the file's admin address.
     pub admin: Option<SocketAddr>,
+    /// Serves the Toxiproxy API here (overrides the file's `toxiproxy.address`).
+    pub toxiproxy: Option<SocketAddr>,
 }
 
 /// Why the proxy could not start or a config could not be applied.
@@ -68,6 +72,14 @@ pub enum ApplyError {
     /// Reload asked of a proxy that has no config file.
     #[error("this proxy was not started from a config file")]
     NoFile,
+    /// A TCP proxy of the file could not start.
+    #[error("tcp proxy `{name}`: {source}")]
+    Tcp {
+        /// Its name.
+        name: String,
+        /// Why.
+        source: TcpError,
+    },
 }
 
 /// The outcome of the last reload attempt.
@@ -96,6 +108,9 @@ pub(crate) struct Shared {
     pub(crate) started: SystemTime,
     pub(crate) admin_addr: SocketAddr,
     pub(crate) view: RwLock<View>,
+    pub(crate) tcp: Arc<TcpProxies>,
+    pub(crate) http_toxics: HttpToxics,
+    pub(crate) toxiproxy_addr: Option<SocketAddr>,
     runtime: Mutex<Runtime>,
     access_log: Option<AccessLog>,
     shutdown: watch::Sender<bool>,
@@ -108,6 +123,8 @@ pub(crate) struct View {
     pub(crate) raw: Value,
     pub(crate) listeners: Vec<(String, SocketAddr)>,
     pub(crate) clusters: Vec<(String, String)>,
+    /// Listener → the first endpoint of its first route's cluster (shown by the Toxiproxy API).
+    pub(crate) upstreams: HashMap<String, String>,
     pub(crate) last_reload: Option<ReloadStatus>,
 }
 
@@ -116,6 +133,8 @@ struct Runtime {
     drain: Duration,
     listeners: Vec<ListenerHandle>,
     clusters: HashMap<String, Arc<ClusterState>>,
+    /// TCP proxies the file declared, as declared (reloads replace only what changed).
+    file_tcp: HashMap<String, TcpProxySpec>,
 }
 
 impl Proxy {
@@ -123,6 +142,7 @@ impl Proxy {
     pub async fn start(config: ProxyConfig, options: ProxyOptions) -> Result<Proxy, ApplyError> {
         let seed = options.seed.or(config.seed).unwrap_or_else(random_seed);
         let stats = ProxyStats::new();
+        let tcp = TcpProxies::new(seed, stats.registry.clone());
         let faults = FaultStore::new(seed, Arc::new(AtomicU64::new(0)));
         let access_log = match &config.access_log {
             Some(path) => Some(AccessLog::start(path, &stats.registry).await?),
@@ -136,6 +156,27 @@ impl Proxy {
             );
         }
         let admin_listener = TcpListener::bind(admin_addr).await?;
+        let toxiproxy_listener = match options.toxiproxy.or(config.toxiproxy) {
+            Some(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "the Toxiproxy API can change faults and is not on loopback");
+                }
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ApplyError::Bind {
+                            name: "toxiproxy".into(),
+                            address: addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let toxiproxy_addr = match &toxiproxy_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             stats,
@@ -145,6 +186,9 @@ impl Proxy {
             started: SystemTime::now(),
             admin_addr: admin_listener.local_addr()?,
             view: RwLock::default(),
+            tcp,
+            http_toxics: HttpToxics::default(),
+            toxiproxy_addr,
             runtime: Mutex::default(),
             access_log,
             shutdown,
@@ -153,13 +197,26 @@ impl Proxy {
         let proxy = Proxy { shared };
         proxy.apply(config).await?;
         let reaper = tokio::spawn(faults.run_reaper(shutdown_rx.clone()));
-        let admin = tokio::spawn(admin::serve(admin_listener, proxy.clone(), shutdown_rx));
+        let admin = tokio::spawn(admin::serve(
+            admin_listener,
+            proxy.clone(),
+            shutdown_rx.clone(),
+        ));
+        let mut tasks = vec![reaper, admin];
+        if let Some(listener) = toxiproxy_listener {
+            tasks.push(tokio::spawn(admin::serve_toxiproxy(
+                listener,
+                proxy.clone(),
+                shutdown_rx,
+            )));
+            tracing::info!(address = ?proxy.toxiproxy_addr(), "Toxiproxy API listening");
+        }
         proxy
             .shared
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([reaper, admin]);
+            .extend(tasks);
         tracing::info!(admin = %proxy.admin_addr(), seed, "proxy started");
         Ok(proxy)
     }
@@ -176,6 +233,21 @@ impl Proxy {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
+    }
+
+    /// Where the Toxiproxy API listens of its own, if it does.
+    pub fn toxiproxy_addr(&self) -> Option<SocketAddr> {
+        self.shared.toxiproxy_addr
+    }
+
+    /// The TCP proxies.
+    pub fn tcp(&self) -> &Arc<TcpProxies> {
+        &self.shared.tcp
+    }
+
+    /// Listener → the first endpoint of its first route's cluster.
+    pub(crate) fn first_endpoints(&self) -> HashMap<String, String> {
+        self.view().upstreams.clone()
     }
 
     /// The seed of fault decisions.
@@ -305,6 +377,24 @@ impl Proxy {
             })
             .collect();
 
+        // TCP proxies the file adds start now, so a bind failure still changes nothing.
+        let mut started: Vec<String> = Vec::new();
+        for spec in &config.tcp_proxies {
+            if rt.file_tcp.contains_key(&spec.name) {
+                continue;
+            }
+            if let Err(source) = shared.tcp.create(spec.clone()) {
+                for name in &started {
+                    let _ = shared.tcp.delete(name);
+                }
+                return Err(ApplyError::Tcp {
+                    name: spec.name.clone(),
+                    source,
+                });
+            }
+            started.push(spec.name.clone());
+        }
+
         // Phase 2: commit.
         let mut old: Vec<ListenerHandle> = std::mem::take(&mut rt.listeners);
         let mut next = Vec::new();
@@ -336,6 +426,39 @@ impl Proxy {
             .iter()
             .map(|h| (h.name.clone(), h.local_addr))
             .collect();
+        // File TCP proxies that changed are replaced (their connections cut), removed ones go;
+        // unchanged ones keep their connections and any toxics the API added.
+        let mut file_tcp = HashMap::new();
+        let mut tcp_error = None;
+        for spec in &config.tcp_proxies {
+            match rt.file_tcp.remove(&spec.name) {
+                Some(old) if old != *spec => {
+                    let _ = shared.tcp.delete(&spec.name);
+                    if let Err(source) = shared.tcp.create(spec.clone()) {
+                        tracing::error!(proxy = %spec.name, "tcp proxy could not restart: {source}");
+                        tcp_error.get_or_insert(ApplyError::Tcp {
+                            name: spec.name.clone(),
+                            source,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            file_tcp.insert(spec.name.clone(), spec.clone());
+        }
+        for gone in rt.file_tcp.keys() {
+            let _ = shared.tcp.delete(gone);
+        }
+        rt.file_tcp = file_tcp;
+        let upstreams = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let first = &l.routes.first()?.cluster;
+                let cluster = config.clusters.iter().find(|c| c.name == *first)?;
+                Some((l.name.clone(), cluster.endpoints.first()?.to_string()))
+            })
+            .collect();
         rt.listeners = next;
         rt.clusters = clusters;
         rt.drain = config.drain_timeout;
@@ -348,7 +471,12 @@ impl Proxy {
             .iter()
             .map(|c| (c.name.clone(), c.stat_name.clone()))
             .collect();
-        Ok(version)
+        view.upstreams = upstreams;
+        drop(view);
+        match tcp_error {
+            Some(e) => Err(e),
+            None => Ok(version),
+        }
     }
 
     /// Stops accepting, drains in-flight requests (up to the drain timeout) and stops the admin
@@ -363,6 +491,7 @@ impl Proxy {
         for s in stops {
             let _ = s.await;
         }
+        self.shared.tcp.stop_all();
         let _ = self.shared.shutdown.send(true);
         let tasks: Vec<_> = self
             .shared

@@ -70,6 +70,23 @@ enum Command {
     Load(Box<load::LoadArgs>),
     /// Judge SLOs (PromQL against a Prometheus): exit 0 met, 1 violated, 2 could not judge.
     Slo(Box<slo::SloArgs>),
+    /// A drop-in Toxiproxy server: its REST API and TCP proxies with its toxics (plus toxic
+    /// deadlines, and toxics honoured in the --config file).
+    Toxiproxy {
+        /// Address of the API.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Port of the API (Toxiproxy's clients expect 8474).
+        #[arg(long, default_value_t = 8474)]
+        port: u16,
+        /// Proxies to create at start: a JSON array as `POST /populate` takes it; their
+        /// `toxics` are applied (Toxiproxy ignores them).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seed for toxicity and jitter draws.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Serve a stub upstream (HTTP/1.1 + h2c) for tests and benchmarks.
     Stub {
         /// Address to listen on.
@@ -147,6 +164,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Toxiproxy {
+            host,
+            port,
+            config,
+            seed,
+        } => toxiproxy(SocketAddr::new(host, port), config, seed).await,
         Command::Stub { listen } => {
             let stub = shakedown_testkit::Stub::bind(listen).await?;
             eprintln!("stub upstream on http://{}", stub.addr());
@@ -236,6 +259,7 @@ async fn proxy(
             config_path: Some(path.clone()),
             seed,
             admin,
+            ..Default::default()
         },
     )
     .await?;
@@ -254,6 +278,73 @@ async fn proxy(
     }
     proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn toxiproxy(
+    api: SocketAddr,
+    config: Option<PathBuf>,
+    seed: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let proxies = match &config {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            match toxiproxy_config(&path.display().to_string(), &text) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            }
+        }
+    };
+    let raw = shakedown_model::proxy::RawProxyConfig {
+        admin: Some(shakedown_model::proxy::RawAdmin {
+            address: "127.0.0.1:0".into(),
+        }),
+        tcp_proxies: proxies,
+        ..Default::default()
+    };
+    let config = ProxyConfig::validate(raw)
+        .map_err(|p| anyhow::anyhow!("invalid proxies: {:?}", p.into_vec()))?;
+    let proxy = Proxy::start(
+        config,
+        ProxyOptions {
+            seed,
+            toxiproxy: Some(api),
+            ..Default::default()
+        },
+    )
+    .await?;
+    if let Some(addr) = proxy.toxiproxy_addr() {
+        eprintln!(
+            "shakedown toxiproxy: API on http://{addr} (seed {}), {} proxies",
+            proxy.seed(),
+            proxy.tcp().names().len()
+        );
+    }
+    shutdown_signal().await;
+    proxy.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `--config` file of `shakedown toxiproxy`: Toxiproxy's JSON array of proxies.
+fn toxiproxy_config(
+    origin: &str,
+    text: &str,
+) -> Result<Vec<shakedown_model::toxic::RawTcpProxy>, shakedown_model::ConfigError> {
+    let doc = shakedown_model::Document::parse(origin, text)?;
+    let raw: Vec<shakedown_model::toxic::RawTcpProxy> = doc.deserialize()?;
+    let mut problems = shakedown_model::Problems::default();
+    for (i, p) in raw.iter().enumerate() {
+        let _ = shakedown_model::TcpProxySpec::from_raw(p, &format!("[{i}]"), &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(raw)
+    } else {
+        Err(doc.errors(problems.into_vec()))
+    }
 }
 
 async fn reload_on_sighup(proxy: Proxy) {

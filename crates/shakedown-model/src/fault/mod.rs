@@ -355,7 +355,17 @@ fn problems_len(p: &Problems) -> usize {
 }
 
 fn lifetime(raw: &RawFault, path: &str, problems: &mut Problems) -> Lifetime {
-    match (&raw.ttl, &raw.expires_at) {
+    lifetime_of(raw.ttl.as_ref(), raw.expires_at.as_ref(), path, problems)
+}
+
+/// A lifetime from `ttl` / `expires_at` (faults and toxics share the two fields).
+pub(crate) fn lifetime_of(
+    ttl: Option<&String>,
+    expires_at: Option<&String>,
+    path: &str,
+    problems: &mut Problems,
+) -> Lifetime {
+    match (ttl, expires_at) {
         (Some(_), Some(_)) => {
             problems.push(join(path, "ttl"), "set `ttl` or `expires_at`, not both");
             Lifetime::Unlimited

@@ -87,6 +87,11 @@ fn run(rx: mpsc::Receiver<Request>) {
     }
 }
 
+/// Waits until `at` (tokio's clock), to within tens of microseconds, never less.
+pub async fn until(at: tokio::time::Instant) {
+    delay(at.saturating_duration_since(tokio::time::Instant::now())).await;
+}
+
 /// Waits `d`, to within tens of microseconds, never less.
 pub async fn delay(d: Duration) {
     // Measured on tokio's clock, so paused time in tests covers the whole delay.
