@@ -24,6 +24,9 @@ fi
 missing=()
 need c++ || missing+=(g++)
 need prometheus || missing+=(prometheus)
+# Node.js and npm: a Toxiproxy client library we did not write drives our Toxiproxy API.
+need node || missing+=(nodejs)
+need npm || missing+=(npm)
 if ((${#missing[@]})); then
     if ! need apt-get; then
         echo "setup: please install: ${missing[*]}" >&2
@@ -36,4 +39,6 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     rm -f /usr/sbin/policy-rc.d
 fi
+# Toxiproxy's Node client, pinned by its lockfile (crates/shakedown/tests/toxiproxy_client.rs).
+npm ci --prefix crates/shakedown/tests/toxiproxy-client --no-audit --no-fund --loglevel=error
 echo "setup: ok"
