@@ -169,6 +169,52 @@ async fn drain(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, std::io::Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_toxics_bytes_pass_exactly_and_half_closes_carry_through() {
+    let t = T::new(1).await;
+    let addr = t.echo_proxy("echo").await;
+    // 8 MiB each way at once, a pattern the echo must return unchanged.
+    let s = connect(addr).await;
+    let (mut r, mut w) = s.into_split();
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap(); // half-close: the echo ends when it has sent everything
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    writer.await.unwrap();
+    assert!(
+        back == data,
+        "echoed {} of {} bytes, or changed",
+        back.len(),
+        data.len()
+    );
+
+    // A server that answers and closes at once loses nothing, with or without a toxic on the
+    // way (noxious drops such answers).
+    let addr = t.proxy_to("src", source_server(300_000).await).await;
+    for toxic in [
+        None,
+        Some(json!({"type": "latency", "attributes": {"latency": 30}})),
+    ] {
+        if let Some(toxic) = toxic {
+            t.toxic("src", toxic).await;
+        }
+        let mut s = connect(addr).await;
+        let (got, end) = drain(&mut s, Duration::from_secs(10)).await;
+        end.unwrap();
+        assert_eq!(got.len(), 300_000);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_and_jitter_in_each_direction() {
     let t = T::new(1).await;
     let addr = t.echo_proxy("echo").await;

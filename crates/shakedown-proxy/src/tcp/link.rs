@@ -38,8 +38,12 @@ const QUEUE: usize = 256;
 /// How long connecting to the upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The listening socket, shared with the proxy's control side so that taking a proxy down
+/// closes it at once (a re-enable can bind the same port right after).
+pub(crate) type ListenerSlot = Arc<std::sync::Mutex<Option<TcpListener>>>;
+
 pub(crate) struct AcceptArgs {
-    pub(crate) listener: TcpListener,
+    pub(crate) listener: ListenerSlot,
     pub(crate) upstream: String,
     pub(crate) toxics: watch::Receiver<Arc<ToxicSet>>,
     pub(crate) cancel: CancellationToken,
@@ -59,11 +63,18 @@ pub(crate) async fn accept_loop(args: AcceptArgs) {
     } = args;
     let mut n = 0u64;
     loop {
+        let accepted = std::future::poll_fn(|cx| {
+            match listener.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                Some(l) => l.poll_accept(cx).map(Some),
+                None => std::task::Poll::Ready(None),
+            }
+        });
         let (client, _) = tokio::select! {
             _ = cancel.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
+            a = accepted => match a {
+                None => return,
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
                     // Out of descriptors and the like: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -95,20 +106,20 @@ struct Conn {
 
 /// What ended a connection early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(crate) enum End {
     /// Close both sides (FIN).
     Close,
     /// Reset both sides (RST).
     Reset,
 }
 
-struct Shared {
-    cancel: CancellationToken,
+pub(crate) struct Shared {
+    pub(crate) cancel: CancellationToken,
     end: std::sync::Mutex<Option<End>>,
 }
 
 impl Shared {
-    fn end(&self, how: End) {
+    pub(crate) fn end(&self, how: End) {
         let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
         // A reset wins over a close.
         if *end != Some(End::Reset) {
@@ -159,7 +170,8 @@ async fn connection(conn: Conn) {
         dst: server.clone(),
         toxics: toxics.clone(),
         shared: shared.clone(),
-        stats: stats.clone(),
+        received: stats.received[0].clone(),
+        sent: stats.sent[0].clone(),
         seed: splitmix(seed ^ 1),
     });
     let down = direction(Dir {
@@ -168,7 +180,8 @@ async fn connection(conn: Conn) {
         dst: client.clone(),
         toxics,
         shared: shared.clone(),
-        stats: stats.clone(),
+        received: stats.received[1].clone(),
+        sent: stats.sent[1].clone(),
         seed: splitmix(seed ^ 2),
     });
     tokio::join!(up, down);
@@ -181,21 +194,40 @@ async fn connection(conn: Conn) {
     // Both sockets close (FIN, or RST with zero linger) when the last reference goes here.
 }
 
-struct Dir {
-    stream: Stream,
-    src: Arc<TcpStream>,
-    dst: Arc<TcpStream>,
-    toxics: watch::Receiver<Arc<ToxicSet>>,
-    shared: Arc<Shared>,
-    stats: Arc<TcpStats>,
+/// One direction of a connection.
+pub(crate) struct Dir {
+    pub(crate) stream: Stream,
+    pub(crate) src: Arc<TcpStream>,
+    pub(crate) dst: Arc<TcpStream>,
+    pub(crate) toxics: watch::Receiver<Arc<ToxicSet>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) received: crate::metrics::Counter,
+    pub(crate) sent: crate::metrics::Counter,
     seed: u64,
 }
 
-async fn direction(d: Dir) {
+impl Dir {
+    /// Whether a live toxic acts on this direction (marks the set seen).
+    pub(crate) fn has_toxics(&mut self) -> bool {
+        let now = Instant::now();
+        let stream = self.stream;
+        self.toxics
+            .borrow_and_update()
+            .toxics
+            .iter()
+            .any(|t| t.spec.stream == stream && !t.expired(now))
+    }
+}
+
+async fn direction(mut d: Dir) {
+    // No toxic on this stream: the kernel moves the bytes until one appears.
+    #[cfg(target_os = "linux")]
+    if let Some(super::splice::Outcome::Done) = super::splice::run(&mut d).await {
+        return;
+    }
     let (tx, rx) = mpsc::channel(QUEUE);
-    let i = d.stream as usize;
-    let received = d.stats.received[i].clone();
-    let sent = d.stats.sent[i].clone();
+    let received = d.received.clone();
+    let sent = d.sent.clone();
     let reader = read_side(d.src.clone(), tx, d.shared.cancel.clone(), received);
     let pump = Pump {
         stream: d.stream,

@@ -11,6 +11,8 @@
 //! expired toxic on its own, so a late timer never extends a fault.
 
 pub mod link;
+#[cfg(target_os = "linux")]
+mod splice;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -182,6 +184,7 @@ struct Entry {
 struct Running {
     bound: SocketAddr,
     cancel: CancellationToken,
+    listener: link::ListenerSlot,
 }
 
 impl Entry {
@@ -348,6 +351,8 @@ impl TcpProxies {
         let moved = listen.as_ref().is_some_and(|l| *l != entry.listen)
             || upstream.as_ref().is_some_and(|u| *u != entry.upstream);
         let want = enabled.unwrap_or(entry.enabled);
+        let was_running = entry.running.is_some();
+        let before = (entry.listen.clone(), entry.upstream.clone());
         if moved || !want {
             Self::stop(entry);
         }
@@ -357,8 +362,17 @@ impl TcpProxies {
         if let Some(u) = upstream {
             entry.upstream = u;
         }
-        if want && entry.running.is_none() {
-            self.start(entry)?;
+        if want
+            && entry.running.is_none()
+            && let Err(e) = self.start(entry)
+        {
+            // A refused change changes nothing: back to the old addresses, listening again if
+            // it was.
+            (entry.listen, entry.upstream) = before;
+            if was_running && let Err(again) = self.start(entry) {
+                tracing::error!(proxy = %entry.name, "could not listen again: {again}");
+            }
+            return Err(e);
         }
         entry.enabled = want;
         Ok(entry.to_json())
@@ -620,8 +634,9 @@ impl TcpProxies {
             &entry.upstream,
         ));
         let cancel = CancellationToken::new();
+        let listener = Arc::new(Mutex::new(Some(listener)));
         tokio::spawn(link::accept_loop(link::AcceptArgs {
-            listener,
+            listener: listener.clone(),
             upstream: entry.upstream.clone(),
             toxics: entry.toxics.subscribe(),
             cancel: cancel.clone(),
@@ -629,12 +644,24 @@ impl TcpProxies {
             seed: self.seed ^ hash(&entry.name),
         }));
         tracing::info!(proxy = %entry.name, listen = %bound, upstream = %entry.upstream, "TCP proxy listening");
-        entry.running = Some(Running { bound, cancel });
+        entry.running = Some(Running {
+            bound,
+            cancel,
+            listener,
+        });
         Ok(())
     }
 
     fn stop(entry: &mut Entry) {
         if let Some(running) = entry.running.take() {
+            // Closed here and now, not when the accept task next runs.
+            drop(
+                running
+                    .listener
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
+            );
             running.cancel.cancel();
             tracing::info!(proxy = %entry.name, "TCP proxy down; connections cut");
         }
