@@ -939,3 +939,51 @@ async fn toxics_in_the_config_file_apply_from_the_start_and_metrics_count_bytes(
     let v = t.api(Method::GET, "/version", "").await;
     assert!(v.json()["version"].as_str().unwrap().starts_with("2."));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_changed_tcp_proxies_and_a_bad_file_changes_nothing() {
+    let echo = echo_server().await;
+    let stub = Stub::start().await.unwrap();
+    let dir = fixture::temp_dir("tcp-reload");
+    let path = dir.join("proxy.yaml");
+    let file = |toxics: &str| {
+        format!(
+            "admin: {{address: 127.0.0.1:0}}\ntcp_proxies:\n  - name: db\n    upstream: {echo}\n    toxics: {toxics}\n  - name: kept\n    upstream: {echo}\n"
+        )
+    };
+    std::fs::write(&path, file("[{type: latency, attributes: {latency: 150}}]")).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let env = Env::from_config(
+        stub,
+        &text,
+        ProxyOptions {
+            config_path: Some(path.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let tcp = env.proxy.tcp().clone();
+    let db = tcp.listen_addr("db").unwrap();
+    let mut kept = connect(tcp.listen_addr("kept").unwrap()).await;
+    roundtrip(&mut kept, b"k").await;
+    let mut s = connect(db).await;
+    assert!(roundtrip(&mut s, b"slow").await >= 150 * MS);
+
+    // A bad file: rejected with the field named, the running proxies untouched.
+    std::fs::write(&path, file("[{type: latency, attributes: {latency: -1}}]")).unwrap();
+    let err = env.proxy.reload().await.unwrap_err().to_string();
+    assert!(
+        err.contains("tcp_proxies[0].toxics[0].attributes.latency"),
+        "{err}"
+    );
+    assert!(roundtrip(&mut s, b"still slow").await >= 150 * MS);
+
+    // A good one: the changed proxy is replaced, the unchanged one keeps its connections.
+    std::fs::write(&path, file("[]")).unwrap();
+    env.proxy.reload().await.unwrap();
+    let db = tcp.listen_addr("db").unwrap();
+    let mut s = connect(db).await;
+    assert!(roundtrip(&mut s, b"fast").await < 150 * MS);
+    roundtrip(&mut kept, b"kept open").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

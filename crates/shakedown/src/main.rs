@@ -217,12 +217,21 @@ fn validate(file: &Path) -> ExitCode {
     }
     match load(file) {
         Ok(c) => {
+            let tcp = if c.tcp_proxies.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} tcp proxies with {} toxics",
+                    c.tcp_proxies.len(),
+                    c.tcp_proxies.iter().map(|p| p.toxics.len()).sum::<usize>()
+                )
+            };
             println!(
-                "{}: OK ({} listeners, {} clusters, {} faults)",
+                "{}: OK ({} listeners, {} clusters, {} faults{tcp})",
                 file.display(),
                 c.listeners.len(),
                 c.clusters.len(),
-                c.faults.len()
+                c.faults.len(),
             );
             ExitCode::SUCCESS
         }

@@ -267,6 +267,32 @@ fn proxy_with_watch_reloads_when_the_file_changes() {
 }
 
 #[test]
+fn a_bad_toxic_in_a_config_file_is_named_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("shakedown-cli-toxic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tcp.yaml");
+    std::fs::write(
+        &path,
+        "tcp_proxies:\n  - name: db\n    upstream: 127.0.0.1:5432\n    toxics:\n      - {type: latency, attributes: {latency: -5}}\n      - {type: lag}\n      - {type: bandwidth, toxicity: 2, attributes: {rte: 1}}\n",
+    )
+    .unwrap();
+    let out = bin().arg("validate").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "tcp.yaml:5:",
+        "tcp_proxies[0].toxics[0].attributes.latency: must not be negative",
+        "tcp.yaml:6:",
+        "tcp_proxies[0].toxics[1].type: invalid toxic type `lag`",
+        "tcp_proxies[0].toxics[2].toxicity: 2 is not a probability",
+        "tcp_proxies[0].toxics[2].attributes.rte: unknown attribute",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn every_example_file_validates() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut seen = 0;
@@ -280,5 +306,5 @@ fn every_example_file_validates() {
             }
         }
     }
-    assert!(seen >= 2, "examples found: {seen}");
+    assert!(seen >= 3, "examples found: {seen}");
 }
