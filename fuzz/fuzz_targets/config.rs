@@ -12,5 +12,8 @@ fuzz_target!(|data: &[u8]| {
         if let Err(e) = shakedown_model::LoadSpec::load("fuzz.yaml", text) {
             assert!(!e.diagnostics.is_empty(), "an error must say what is wrong");
         }
+        if let Err(e) = shakedown_model::parse_toxic("fuzz.json", text) {
+            assert!(!e.diagnostics.is_empty(), "an error must say what is wrong");
+        }
     }
 });

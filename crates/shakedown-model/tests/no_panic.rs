@@ -2,9 +2,11 @@
 //! a config or with located errors, never a panic. Inputs are deterministic mutations
 //! (truncations, byte replacements, line swaps) of realistic configs.
 
-const SEEDS: [&str; 2] = [
+const SEEDS: [&str; 4] = [
     include_str!("../../../fuzz/seeds/seed-000.yaml"),
     include_str!("../../../fuzz/seeds/load.yaml"),
+    include_str!("../../../fuzz/seeds/tcp.yaml"),
+    r#"{"name": "lat", "type": "latency", "stream": "upstream", "toxicity": 0.5, "attributes": {"latency": 100, "jitter": 10}, "ttl": "30s"}"#,
 ];
 
 fn check(text: &str) {
@@ -16,6 +18,9 @@ fn check(text: &str) {
     }
     let _ = shakedown_model::parse_fault("m.yaml", text, None);
     if let Err(e) = shakedown_model::LoadSpec::load("m.yaml", text) {
+        assert!(!e.diagnostics.is_empty());
+    }
+    if let Err(e) = shakedown_model::parse_toxic("m.json", text) {
         assert!(!e.diagnostics.is_empty());
     }
 }
