@@ -18,6 +18,8 @@ use super::link::Dir;
 
 /// Bytes asked of one splice (the pipe is grown to hold them when the system allows).
 const STEP: usize = 1 << 20;
+/// A new pipe's capacity on Linux; a fill this large means a bulk transfer.
+const DEFAULT_PIPE: usize = 1 << 16;
 
 /// What the fast path ended with.
 pub(crate) enum Outcome {
@@ -34,7 +36,9 @@ pub(crate) async fn run(d: &mut Dir) -> Option<Outcome> {
         return Some(Outcome::Toxic);
     }
     let (pipe_r, pipe_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).ok()?;
-    let _ = fcntl_setpipe_size(&pipe_w, STEP);
+    // Short connections keep the default pipe; one that fills it is a bulk transfer and gets
+    // a larger one (fewer system calls per byte).
+    let mut grown = false;
     let cancel = d.shared.cancel.clone();
     loop {
         let moved = tokio::select! {
@@ -59,6 +63,10 @@ pub(crate) async fn run(d: &mut Dir) -> Option<Outcome> {
                 return Some(Outcome::Done);
             }
             Ok(n) => {
+                if !grown && n >= DEFAULT_PIPE {
+                    grown = true;
+                    let _ = fcntl_setpipe_size(&pipe_w, STEP);
+                }
                 d.received.add(n as u64);
                 let drained = tokio::select! {
                     _ = cancel.cancelled() => return Some(Outcome::Done),
