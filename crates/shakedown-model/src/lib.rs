@@ -7,6 +7,7 @@
 //! ([`source`]). This crate does no IO.
 
 pub mod duration;
+pub mod experiment;
 pub mod fault;
 pub mod header_match;
 pub mod load;
@@ -41,6 +42,11 @@ pub fn load_schema() -> serde_json::Value {
 /// The JSON Schema of an SLO file (`shakedown slo check --file`).
 pub fn slo_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(slo::RawSloFile)).unwrap_or_default()
+}
+
+/// The JSON Schema of an experiment file (`shakedown run`).
+pub fn experiment_schema() -> serde_json::Value {
+    experiment::schema()
 }
 
 /// The JSON Schema of one fault (a control API body or a `faults:` entry).

@@ -118,6 +118,16 @@ impl Document {
         }
     }
 
+    /// The same positions over a transformed value whose paths did not move (templates
+    /// rendered in place).
+    pub fn with_value(&self, value: Value) -> Document {
+        Document {
+            origin: self.origin.clone(),
+            value,
+            spans: self.spans.clone(),
+        }
+    }
+
     /// The document as a JSON value.
     pub fn value(&self) -> &Value {
         &self.value

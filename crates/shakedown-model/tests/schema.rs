@@ -41,6 +41,14 @@ fn load_schema_is_committed() {
 }
 
 #[test]
+fn experiment_schema_is_committed() {
+    check(
+        "experiment.schema.json",
+        shakedown_model::experiment_schema(),
+    );
+}
+
+#[test]
 fn slo_schema_is_committed() {
     check("slo.schema.json", shakedown_model::slo_schema());
 }

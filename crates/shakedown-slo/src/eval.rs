@@ -1,12 +1,13 @@
 //! PromQL evaluated in-process over the [`Store`], for the subset SLO queries use: selectors with
 //! label matchers, range vectors, `rate`/`irate`/`increase`, `sum`/`avg`/`min`/`max`/`count`
 //! `by`/`without`, `histogram_quantile`, `vector`/`scalar`, arithmetic and comparisons between
-//! vectors and scalars (one-to-one matching, `on`/`ignoring`, `bool`).
+//! vectors and scalars (one-to-one matching, `on`/`ignoring`, `bool`), and the set operators
+//! `and`, `or`, `unless` between vectors.
 //!
 //! Parsed with `promql-parser`; evaluated with Prometheus's own rules (the 5-minute lookback of
 //! instant selectors, `rate`'s extrapolation to the window's edges and its counter-reset
 //! handling, `histogram_quantile`'s interpolation and edge cases). Anything outside the subset —
-//! `offset`, `@`, subqueries, other functions and aggregations, group modifiers, set operators —
+//! `offset`, `@`, subqueries, other functions and aggregations, group modifiers —
 //! is rejected with a message naming it, never answered with a guess.
 
 use std::collections::BTreeMap;
@@ -412,10 +413,61 @@ fn aggregate(store: &Store, agg: &AggregateExpr, t: i64) -> Result<Value, EvalEr
     ))
 }
 
+/// `and`, `or`, `unless` between instant vectors, matching label sets (without the metric
+/// name, or as `on` / `ignoring` say) — e.g. `sum(rate(errors[5m])) or vector(0)`, which turns
+/// "no error series yet" into 0.
+fn set_operation(store: &Store, bin: &BinaryExpr, op: &str, t: i64) -> Result<Value, EvalError> {
+    let (Value::Vector(lv), Value::Vector(rv)) =
+        (eval(store, &bin.lhs, t)?, eval(store, &bin.rhs, t)?)
+    else {
+        return Err(unsupported(format!(
+            "`{op}` between anything but two instant vectors"
+        )));
+    };
+    let matching = bin.modifier.as_ref().and_then(|m| m.matching.as_ref());
+    let signature = |l: &Labels| -> Labels {
+        match matching {
+            Some(LabelModifier::Include(on)) => on
+                .labels
+                .iter()
+                .filter_map(|k| l.get(k).map(|v| (k.clone(), v.clone())))
+                .collect(),
+            Some(LabelModifier::Exclude(ign)) => l
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__" && !ign.labels.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => drop_name(l.clone()),
+        }
+    };
+    let right: std::collections::BTreeSet<Labels> = rv.iter().map(|(l, _)| signature(l)).collect();
+    let out = match op {
+        "and" => lv
+            .into_iter()
+            .filter(|(l, _)| right.contains(&signature(l)))
+            .collect(),
+        "unless" => lv
+            .into_iter()
+            .filter(|(l, _)| !right.contains(&signature(l)))
+            .collect(),
+        _ => {
+            let left: std::collections::BTreeSet<Labels> =
+                lv.iter().map(|(l, _)| signature(l)).collect();
+            let mut out = lv;
+            out.extend(
+                rv.into_iter()
+                    .filter(|(l, _)| !left.contains(&signature(l))),
+            );
+            out
+        }
+    };
+    Ok(Value::Vector(out))
+}
+
 fn binary(store: &Store, bin: &BinaryExpr, t: i64) -> Result<Value, EvalError> {
     let op = bin.op.to_string();
     if bin.op.is_set_operator() {
-        return Err(unsupported(format!("the `{op}` set operator")));
+        return set_operation(store, bin, &op, t);
     }
     let comparison = bin.op.is_comparison_operator();
     let return_bool = bin.modifier.as_ref().is_some_and(|m| m.return_bool);
@@ -567,6 +619,30 @@ mod tests {
         assert!((one(&s, "increase(c_total[1m])", 60_000) - 600.0).abs() < 1e-9);
         assert!((one(&s, "rate(c_total[1m])", 60_000) - 10.0).abs() < 1e-9);
         assert!((one(&s, "irate(c_total[1m])", 60_000) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn set_operators_match_label_sets() {
+        let s = store_with(&[(
+            10_000,
+            "a{x=\"1\"} 1\na{x=\"2\"} 2\nb{x=\"2\"} 20\nb{x=\"3\"} 30",
+        )]);
+        let values = |q: &str| -> Vec<f64> {
+            match instant(&s, q, 10_000).unwrap() {
+                QueryResult::Vector(v) => v.into_iter().map(|x| x.2).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(values("a or b"), [1.0, 2.0, 30.0]);
+        assert_eq!(values("a and b"), [2.0]);
+        assert_eq!(values("a unless b"), [1.0]);
+        assert_eq!(values("a or on() b"), [1.0, 2.0]);
+        // The idiom for counters created on first use: no error series yet is 0, not "no data".
+        assert_eq!(
+            one(&s, "sum(rate(missing_total[1m])) or vector(0)", 10_000),
+            0.0
+        );
+        assert!(instant(&s, "a or 1", 10_000).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use shakedown_model::ProxyConfig;
 use shakedown_proxy::demo::{self, DemoOptions};
 use shakedown_proxy::{Proxy, ProxyOptions};
 
+mod experiment;
 mod load;
 mod slo;
 
@@ -33,6 +34,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run an experiment: services, faults, load, SLOs; exit 0 passed, 1 failed, 2 aborted,
+    /// 3 rollback failed, 4 invalid or could not run.
+    Run(experiment::RunArgs),
+    /// Undo what a killed `shakedown run` left behind (from its journal).
+    Recover(experiment::RecoverArgs),
     /// Run the fault-injecting HTTP proxy from a config file.
     Proxy {
         /// The proxy config (YAML).
@@ -53,18 +59,9 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
-    /// Run seed 000's scenario end to end on loopback: upstream, proxy, fault, load, metrics.
-    Demo {
-        /// Requests per phase.
-        #[arg(long, default_value_t = 200)]
-        requests: usize,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 50)]
-        concurrency: usize,
-        /// Seed for fault decisions.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
+    /// Run seed 000's scenario end to end on loopback: upstream, proxy, fault, load, metrics;
+    /// or, with a subcommand, one of the demo experiment's services.
+    Demo(DemoArgs),
     /// Drive load at a target (open or closed model) and judge k6 thresholds; exit 99 when one
     /// is crossed. `shakedown load merge` merges summary exports of several machines.
     Load(Box<load::LoadArgs>),
@@ -92,6 +89,48 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DemoArgs {
+    #[command(subcommand)]
+    service: Option<DemoService>,
+    /// Requests per phase.
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Seed for fault decisions.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum DemoService {
+    /// The recommendation service (`GET /recommendations?q=…`).
+    Recommendation {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// The search service (`GET /search?q=…`), which calls the recommendation service.
+    Search {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Base URL of the recommendation service.
+        #[arg(long)]
+        recommendation: String,
+        /// `on`: guard the recommendation call with a timeout and a fallback; `off`: wait for
+        /// it and fail when it fails.
+        #[arg(long, default_value = "off", value_parser = ["on", "off"])]
+        resilience: String,
+        /// The timeout of a resilient call.
+        #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -131,13 +170,44 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             watch,
         } => proxy(config, seed, admin, watch).await,
         Command::Validate { file } => Ok(validate(&file)),
+        Command::Run(args) => Ok(experiment::run(args).await),
+        Command::Recover(args) => Ok(experiment::recover(args).await),
         Command::Load(args) => load::main(*args).await,
         Command::Slo(args) => Ok(slo::main(*args).await),
-        Command::Demo {
+        Command::Demo(DemoArgs {
+            service: Some(service),
+            ..
+        }) => {
+            let served = match service {
+                DemoService::Recommendation { listen } => {
+                    shakedown_engine::demo::recommendation(listen).await
+                }
+                DemoService::Search {
+                    listen,
+                    recommendation,
+                    resilience,
+                    timeout,
+                } => {
+                    shakedown_engine::demo::search(
+                        listen,
+                        shakedown_engine::demo::SearchOptions {
+                            recommendation,
+                            resilient: resilience == "on",
+                            timeout,
+                        },
+                    )
+                    .await
+                }
+            };
+            served?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(DemoArgs {
+            service: None,
             requests,
             concurrency,
             seed,
-        } => {
+        }) => {
             let report = demo::run(
                 DemoOptions {
                     requests,
@@ -182,6 +252,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn validate(file: &Path) -> ExitCode {
     // A load file is told apart by its `scenario:` key; everything else is a proxy config.
     let text = std::fs::read_to_string(file).unwrap_or_default();
+    if shakedown_model::experiment::is_experiment(&text) {
+        return match shakedown_model::experiment::Experiment::load(
+            &file.display().to_string(),
+            &text,
+        ) {
+            Ok((e, _)) => {
+                println!(
+                    "{}: OK (experiment {}: {} services, {} faults, {} steps, {} SLOs)",
+                    file.display(),
+                    e.name,
+                    e.services.len(),
+                    e.faults.len(),
+                    e.method.len(),
+                    e.slos.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        };
+    }
     let is_load = text
         .lines()
         .any(|l| l.starts_with("scenario:") || l.starts_with("\"scenario\""));
@@ -397,7 +490,7 @@ async fn watch_file(proxy: Proxy, path: PathBuf, mut last: Fingerprint) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
