@@ -3,7 +3,7 @@
 //! One JSON line per event in `<state dir>/journal.jsonl`, each appended and `fsync`ed (and the
 //! directory too when the file is created) before the change it announces is made. A run that
 //! ends cleanly removes the file; one that was killed leaves it, and then `shakedown run`
-//! refuses to start until `shakedown recover` has undone what it lists ([`Journal::pending`]).
+//! refuses to start until `shakedown recover` has undone what it lists ([`read`] gives the pending changes).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
