@@ -938,7 +938,9 @@ impl Ctx {
 
     /// Recover: remove, verify absent, journal.
     async fn remove(&self, name: &str) -> (bool, String) {
-        let Some(applied) = lock(&self.applied).remove(name) else {
+        // Taken out of the set only once verified absent: a removal cut short (the fault's own
+        // timer aborted at rollback) leaves it for the next attempt.
+        let Some(applied) = lock(&self.applied).get(name).cloned() else {
             return (true, format!("{name} is not in place"));
         };
         let Some(fault) = self.exp.fault(name).cloned() else {
@@ -976,6 +978,7 @@ impl Ctx {
             r.faults[applied.record].detail = detail.clone();
         }
         if absent {
+            lock(&self.applied).remove(name);
             let _ = self.journal(&Entry::FaultRemoved {
                 fault: name.to_owned(),
             });
@@ -983,7 +986,6 @@ impl Ctx {
             (true, "removed and verified absent".into())
         } else {
             // Kept in the journal: `shakedown recover` will try again.
-            lock(&self.applied).insert(name.to_owned(), applied);
             self.say(format!("{name:<16} recover  FAILED: {detail}"));
             (false, format!("{name}: {detail}"))
         }

@@ -1,0 +1,456 @@
+//! `shakedown run` end to end, as a CI stage runs it: the demo in both modes, every exit code,
+//! a guardrail abort that rolls back, a run killed with SIGKILL in the middle of an injection
+//! and `shakedown recover`, and an invalid experiment refused before anything starts.
+//!
+//! Every service, proxy and load here is on 127.0.0.1 with ports chosen at start; every run is
+//! bounded by its own durations and by a timeout here.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shakedown"));
+    c.args(["--log", "warn"]).stdin(Stdio::null());
+    c
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "shakedown-exp-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `shakedown run FILE ARGS…` with its state and reports in `dir`, bounded.
+fn run(dir: &Path, file: &Path, args: &[&str]) -> Output {
+    let mut child = bin()
+        .arg("run")
+        .arg(file)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--report-dir")
+        .arg(dir.join("report"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shakedown run did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("report/report.json")).expect("report.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed-000/experiment.yaml")
+}
+
+/// The shipped demo, shortened: the resilient search passes, the fragile one fails on seed
+/// 000's k6 thresholds.
+#[test]
+fn the_demo_passes_with_resilience_and_fails_without() {
+    let dir = temp("demo-on");
+    let out = run(&dir, &demo(), &["--set", "duration=5s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "passed");
+    assert_eq!(r["faults"][0]["verified_present"], true);
+    assert_eq!(r["faults"][0]["verified_absent"], true);
+    assert!(
+        r["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "met"),
+        "{}",
+        r["slos"]
+    );
+    let junit = std::fs::read_to_string(dir.join("report/junit.xml")).unwrap();
+    assert!(junit.contains("failures=\"0\""), "{junit}");
+    assert!(junit.contains("classname=\"seed-000.slo\" name=\"search-p99-latency-ms\""));
+    assert!(
+        !dir.join("state/journal.jsonl").exists(),
+        "a clean run leaves no journal"
+    );
+
+    let dir = temp("demo-off");
+    let out = run(
+        &dir,
+        &demo(),
+        &["--set", "duration=5s", "--set", "resilience=off"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "failed");
+    let crossed: Vec<_> = r["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["ok"] == false)
+        .collect();
+    assert_eq!(crossed.len(), 2, "{}", r["thresholds"]);
+    assert_eq!(
+        r["faults"][0]["verified_absent"], true,
+        "rolled back on failure too"
+    );
+    let junit = std::fs::read_to_string(dir.join("report/junit.xml")).unwrap();
+    assert!(junit.contains("<failure message=\"crossed: "), "{junit}");
+}
+
+#[test]
+fn an_invalid_experiment_lists_every_error_and_starts_nothing() {
+    let dir = temp("invalid");
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: shakedown.dev/v1alpha1
+kind: Experiment
+metadata: {name: bad}
+spec:
+  proxy:
+    listeners:
+      - {name: out, address: 127.0.0.1:0, routes: [{match: {prefix: /}, cluster: up}]}
+    clusters:
+      - {name: up, endpoints: ["127.0.0.1:9"]}
+  faults:
+    - name: too-much
+      duration: 10s
+      http: {listeners: [out], abort: {http_status: 503, percentage: 150}}
+    - name: backwards
+      duration: -5s
+      http: {listeners: [out], abort: {http_status: 503}}
+    - name: nowhere
+      duration: 10s
+      http: {listeners: [no-such-listener], delay: {fixed_delay: 1s}}
+  method:
+    - inject: too-much
+    - inject: not-a-fault
+"#,
+    )
+    .unwrap();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "bad.yaml:13:",
+        "spec.faults[0].http.abort.percentage",
+        "bad.yaml:15:",
+        "spec.faults[1].duration",
+        "spec.faults[2].http.listeners",
+        "no-such-listener",
+        "spec.method[1].inject: no fault `not-a-fault`",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+    assert!(!dir.join("state/journal.jsonl").exists(), "nothing started");
+    assert!(!dir.join("report").exists(), "nothing started");
+
+    // An unknown field is named with its position too.
+    std::fs::write(
+        &file,
+        "apiVersion: shakedown.dev/v1alpha1\nkind: Experiment\nmetadata: {name: bad}\nspec:\n  method: [{pause: 1s}]\n  colour: red\n",
+    )
+    .unwrap();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:6:") && err.contains("colour"),
+        "{err}"
+    );
+}
+
+/// A recommendation service behind the proxy (and a second one beside it); `faults` and
+/// `method` filled in per test.
+fn small(name: &str, faults: &str, method: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: shakedown.dev/v1alpha1
+kind: Experiment
+metadata: {{name: {name}}}
+spec:
+  seed: 3
+  services:
+    - name: rec
+      command: shakedown
+      args: [demo, recommendation, --listen, "{{{{services.rec.address}}}}"]
+      ready: {{http: /health}}
+    - name: other
+      command: shakedown
+      args: [demo, recommendation, --listen, "{{{{services.other.address}}}}"]
+      ready: {{http: /health}}
+  proxy:
+    listeners:
+      - {{name: out, address: 127.0.0.1:0, routes: [{{match: {{prefix: /}}, cluster: rec}}]}}
+    clusters:
+      - {{name: rec, endpoints: ["{{{{services.rec.address}}}}"]}}
+  faults:
+{faults}
+  method:
+{method}
+{extra}"#
+    )
+}
+
+#[test]
+fn a_guardrail_aborts_the_run_and_rollback_runs() {
+    let dir = temp("guardrail");
+    let file = dir.join("g.yaml");
+    std::fs::write(
+        &file,
+        small(
+            "guarded",
+            "    - {name: down, duration: 1m, http: {listeners: [out], abort: {http_status: 503}}}",
+            "    - inject: down\n    - pause: 30s",
+            "  guardrails:\n    - name: recommendations-answer\n      probe: {name: rec, http: \"{{listeners.out.url}}/recommendations?q=x\", status: 200, timeout: 1s}\n      every: 200ms\n      failures: 2\n",
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "aborted, not waited out"
+    );
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "aborted");
+    assert_eq!(r["guardrails"][0]["tripped"], true);
+    assert_eq!(r["faults"][0]["verified_absent"], true, "{}", r["faults"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("recover  removed, verified absent"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_rollback_that_cannot_be_verified_exits_3_and_keeps_the_journal() {
+    let dir = temp("rollback");
+    let flag = dir.join("started-once");
+    let file = dir.join("r.yaml");
+    // A service that starts only once: killing it is a fault whose recovery (starting it
+    // again) fails.
+    let yaml = format!(
+        r#"apiVersion: shakedown.dev/v1alpha1
+kind: Experiment
+metadata: {{name: once}}
+spec:
+  services:
+    - name: once
+      command: sh
+      args: [-c, 'test -e {flag} && exit 1; touch {flag}; exec "$0" demo recommendation --listen "$1"', "{shakedown}", "{{{{services.once.address}}}}"]
+      ready: {{http: /health, timeout: 2s}}
+  faults:
+    - {{name: kill-it, duration: 1s, process: {{service: once, action: kill}}}}
+  method:
+    - inject: kill-it
+    - pause: 2s
+"#,
+        flag = flag.display(),
+        shakedown = env!("CARGO_BIN_EXE_shakedown"),
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("ROLLBACK FAILED"), "{}", text(&out));
+    assert!(
+        dir.join("state/journal.jsonl").exists(),
+        "kept for `shakedown recover`"
+    );
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "rollback_failed");
+    // The next run refuses until recovered; recovery clears it.
+    let again = run(&dir, &file, &[]);
+    assert_eq!(again.status.code(), Some(4));
+    assert!(
+        text(&again).contains("shakedown recover"),
+        "{}",
+        text(&again)
+    );
+    let rec = bin()
+        .args(["recover", "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(rec.status.code(), Some(0), "{}", text(&rec));
+    assert!(!dir.join("state/journal.jsonl").exists());
+}
+
+/// SIGKILL in the middle of an injection: the fault dies with the run's proxy, the services the
+/// run started are left running — until `shakedown recover` reads the journal and stops them.
+#[test]
+fn a_run_killed_mid_injection_is_recovered_from_its_journal() {
+    let dir = temp("sigkill");
+    let file = dir.join("k.yaml");
+    std::fs::write(
+        &file,
+        small(
+            "killed",
+            "    - {name: slow, duration: 3s, http: {listeners: [out], delay: {fixed_delay: 100ms}}}\n    - {name: frozen, duration: 1m, process: {service: rec, action: pause}}",
+            "    - inject: slow\n    - inject: frozen\n    - pause: 60s",
+            "",
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--report-dir")
+        .arg(dir.join("report"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut admin = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the run never injected");
+        let line = lines.next().expect("output").unwrap();
+        if let Some(rest) = line.split("proxy up (admin ").nth(1) {
+            admin = rest
+                .trim_end_matches(')')
+                .trim_start_matches("http://")
+                .to_owned();
+        }
+        if line.contains("frozen") && line.contains("verify") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no rollback ran
+    child.wait().unwrap();
+
+    // The journal lists both faults and both services.
+    let journal = std::fs::read_to_string(dir.join("state/journal.jsonl")).unwrap();
+    assert!(
+        journal.contains("\"fault\":\"slow\"") && journal.contains("\"fault\":\"frozen\""),
+        "{journal}"
+    );
+    let pids: Vec<u32> = journal
+        .lines()
+        .filter(|l| l.contains("service-started"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    assert_eq!(pids.len(), 2, "{journal}");
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+    };
+    // The HTTP fault is gone with the proxy that held it. The paused service is gone too: its
+    // process group was orphaned while stopped, and the kernel hangs such groups up. The other
+    // service is left running.
+    assert!(
+        std::net::TcpStream::connect(&admin).is_err(),
+        "the proxy died with the run"
+    );
+    let gone_paused = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !running(pids[0])
+    });
+    assert!(gone_paused, "the paused service did not outlive the run");
+    assert!(running(pids[1]), "the other service is left behind");
+
+    let again = run(&dir, &file, &[]);
+    assert_eq!(again.status.code(), Some(4));
+    assert!(
+        text(&again).contains("run `shakedown recover` first"),
+        "{}",
+        text(&again)
+    );
+
+    let rec = bin()
+        .args(["recover", "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let said = text(&rec);
+    assert_eq!(rec.status.code(), Some(0), "{said}");
+    assert!(said.contains("fault slow: the proxy is gone"), "{said}");
+    assert!(said.contains("fault frozen:"), "{said}");
+    assert!(
+        said.contains("service rec (pid") && said.contains("already gone"),
+        "{said}"
+    );
+    assert!(
+        said.contains("service other (pid") && said.contains("stopped"),
+        "{said}"
+    );
+    assert!(!running(pids[1]), "the leftover service is gone");
+    assert!(!dir.join("state/journal.jsonl").exists(), "journal cleared");
+    // Nothing left to recover: a second recover says so.
+    let rec = bin()
+        .args(["recover", "--state-dir"])
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(rec.status.code(), Some(0));
+    assert!(text(&rec).contains("nothing to recover"));
+}
+
+#[test]
+fn a_locked_environment_is_refused_and_dry_run_starts_nothing() {
+    let dir = temp("lock");
+    let lock = dir.join("env.lock");
+    // Held by a live process: this test's.
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let file = dir.join("l.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: shakedown.dev/v1alpha1\nkind: Experiment\nmetadata: {{name: locked}}\nspec:\n  lock: {{path: {}}}\n  method: [{{pause: 10ms}}]\n",
+            lock.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        text(&out).contains("locked by another run"),
+        "{}",
+        text(&out)
+    );
+    // A stale lock (its owner is gone) is taken over, and released at the end.
+    std::fs::write(&lock, "999999999\n").unwrap();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!lock.exists());
+
+    let out = run(&dir, &demo(), &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("inject seed-000") && plan.contains("nothing was started"),
+        "{plan}"
+    );
+}
