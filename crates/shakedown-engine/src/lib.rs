@@ -8,11 +8,13 @@
 //! applied its undo is in the journal on disk, and its deadline is in the proxy.
 
 pub mod demo;
+pub mod html;
 pub mod journal;
 pub mod probe;
 pub mod recover;
 pub mod report;
 pub mod services;
+pub mod sweep;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -154,6 +156,25 @@ pub fn plan(exp: &Experiment) -> String {
     }
     if let Some(l) = &exp.lock {
         let _ = writeln!(out, "lock {l}");
+    }
+    if let Some(sw) = &exp.sweep {
+        match &sw.mode {
+            shakedown_model::experiment::SweepMode::Grid(values) => {
+                let _ = writeln!(out, "sweep {} over {values:?}: one run each", sw.var);
+            }
+            shakedown_model::experiment::SweepMode::Search {
+                min,
+                max,
+                resolution,
+                repeats,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "sweep {}: search {min}..={max} in steps of {resolution}, {repeats} runs at each side of the breaking point",
+                    sw.var
+                );
+            }
+        }
     }
     out
 }
@@ -1426,5 +1447,6 @@ fn write_reports(dir: &Path, report: &RunReport) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("report.json"), json + "\n")?;
     std::fs::write(dir.join("junit.xml"), report::junit(report))?;
+    std::fs::write(dir.join("report.html"), html::html(report))?;
     Ok(())
 }

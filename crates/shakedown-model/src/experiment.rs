@@ -114,6 +114,40 @@ pub struct RawSpec {
     /// A lock file, so two runs cannot share an environment.
     #[serde(default)]
     pub lock: Option<RawLock>,
+    /// Run the experiment once per intensity of one variable, to find where it breaks.
+    #[serde(default)]
+    pub sweep: Option<RawSweep>,
+}
+
+/// `sweep:` — one variable of `spec.vars` (used as a fault's intensity, e.g.
+/// `percentage: "{{vars.abort | number}}"`) over a grid, or searched for the highest value at
+/// which the experiment still passes.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSweep {
+    /// The variable.
+    pub var: String,
+    /// A grid: every value, in order.
+    #[serde(default)]
+    pub values: Vec<f64>,
+    /// A search between `min` and `max`.
+    #[serde(default)]
+    pub search: Option<RawSearch>,
+}
+
+/// `search:` of a sweep.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    /// Lowest intensity (expected to pass).
+    pub min: f64,
+    /// Highest intensity (expected to fail).
+    pub max: f64,
+    /// Step of the grid the search moves on; the breaking point is found to within it.
+    pub resolution: f64,
+    /// Runs at each side of the boundary once found (default 3), for a confidence interval.
+    #[serde(default)]
+    pub repeats: Option<u32>,
 }
 
 /// A service.
@@ -338,6 +372,35 @@ pub struct Experiment {
     pub guardrails: Vec<Guardrail>,
     /// Lock file.
     pub lock: Option<String>,
+    /// The sweep, if any.
+    pub sweep: Option<Sweep>,
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// The variable.
+    pub var: String,
+    /// Grid or search.
+    pub mode: SweepMode,
+}
+
+/// How a sweep picks intensities.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepMode {
+    /// Every value, once.
+    Grid(Vec<f64>),
+    /// Bisection over `min..=max` in steps of `resolution`, then `repeats` runs at each side.
+    Search {
+        /// Lowest.
+        min: f64,
+        /// Highest.
+        max: f64,
+        /// Step.
+        resolution: f64,
+        /// Runs at each side of the boundary.
+        repeats: u32,
+    },
 }
 
 /// A validated service.
@@ -1004,10 +1067,60 @@ impl Experiment {
             }
         }
 
+        let sweep = spec.sweep.as_ref().and_then(|sw| {
+            if !spec.vars.contains_key(&sw.var) {
+                problems.push(
+                    "spec.sweep.var",
+                    format!("`{}` is not in spec.vars", sw.var),
+                );
+            }
+            match (&sw.search, sw.values.is_empty()) {
+                (None, false) => {
+                    if sw.values.iter().any(|v| !v.is_finite()) {
+                        problems.push("spec.sweep.values", "values must be finite numbers");
+                    }
+                    Some(SweepMode::Grid(sw.values.clone()))
+                }
+                (Some(s), true) => {
+                    let before = problems.len();
+                    if !(s.min.is_finite() && s.max.is_finite() && s.min < s.max) {
+                        problems.push("spec.sweep.search", "needs finite min < max");
+                    }
+                    if !(s.resolution.is_finite() && s.resolution > 0.0) {
+                        problems.push("spec.sweep.search.resolution", "must be greater than 0");
+                    } else if (s.max - s.min) / s.resolution > 10_000.0 {
+                        problems.push(
+                            "spec.sweep.search.resolution",
+                            "more than 10 000 steps: use a coarser resolution",
+                        );
+                    }
+                    let repeats = s.repeats.unwrap_or(3);
+                    if repeats == 0 || repeats > 100 {
+                        problems.push("spec.sweep.search.repeats", "between 1 and 100");
+                    }
+                    (problems.len() == before).then_some(SweepMode::Search {
+                        min: s.min,
+                        max: s.max,
+                        resolution: s.resolution,
+                        repeats,
+                    })
+                }
+                _ => {
+                    problems.push("spec.sweep", "give either `values` (a grid) or `search`");
+                    None
+                }
+            }
+            .map(|mode| Sweep {
+                var: sw.var.clone(),
+                mode,
+            })
+        });
+
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Experiment {
+            sweep,
             name: raw.metadata.name.clone(),
             description: raw.metadata.description.clone(),
             seed: spec.seed,
@@ -1186,10 +1299,34 @@ fn unique<'a>(names: impl Iterator<Item = &'a str>, what: &str, problems: &mut P
 /// `own` is the port of the service whose fields these are (`{{port}}`).
 fn render(v: &mut Value, path: &str, a: &Addresses, own: Option<&str>, problems: &mut Problems) {
     match v {
-        Value::String(s) if s.contains("{{") => match render_str(s, a, own) {
-            Ok(r) => *s = r,
-            Err(e) => problems.push(path, e),
-        },
+        Value::String(s) if s.contains("{{") => {
+            // `"{{vars.x | number}}"` alone in a string becomes a JSON number.
+            let t = s.trim();
+            if let Some(inner) = t
+                .strip_prefix("{{")
+                .and_then(|r| r.strip_suffix("}}"))
+                .filter(|i| !i.contains("{{") && !i.contains("}}"))
+                .and_then(|i| i.trim().strip_suffix("number"))
+                .and_then(|i| i.trim_end().strip_suffix('|'))
+            {
+                let rendered = render_str(&format!("{{{{{}}}}}", inner.trim()), a, own);
+                match rendered.map(|r| (r.trim().parse::<f64>(), r)) {
+                    Ok((Ok(n), _)) => match serde_json::Number::from_f64(n) {
+                        Some(n) => *v = Value::Number(n),
+                        None => problems.push(path, format!("`{n}` is not a finite number")),
+                    },
+                    Ok((Err(_), r)) => {
+                        problems.push(path, format!("`{r}` is not a number (`| number`)"))
+                    }
+                    Err(e) => problems.push(path, e),
+                }
+                return;
+            }
+            match render_str(s, a, own) {
+                Ok(r) => *s = r,
+                Err(e) => problems.push(path, e),
+            }
+        }
         Value::Array(items) => {
             for (i, x) in items.iter_mut().enumerate() {
                 render(x, &index(path, i), a, own, problems);
@@ -1348,5 +1485,24 @@ mod tests {
                 .contains("no service named `nope`")
         );
         assert!(render_str("{{services.rec}}", &a, None).is_err());
+    }
+
+    #[test]
+    fn a_number_filter_makes_a_json_number() {
+        let mut a = Addresses::default();
+        a.vars.insert("abort".into(), "12.5".into());
+        a.vars.insert("word".into(), "on".into());
+        let mut v = serde_json::json!({"p": "{{vars.abort | number}}", "q": "{{ vars.abort|number }}", "s": "{{vars.abort}}", "w": "{{vars.word | number}}"});
+        let mut problems = Problems::default();
+        render(&mut v, "", &a, None, &mut problems);
+        assert_eq!(v["p"], 12.5);
+        assert_eq!(v["q"], 12.5);
+        assert_eq!(v["s"], "12.5");
+        let p = problems.into_vec();
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].path == "w" && p[0].message.contains("not a number"),
+            "{p:?}"
+        );
     }
 }

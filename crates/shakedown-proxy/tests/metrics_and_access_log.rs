@@ -129,7 +129,8 @@ async fn injected_aborts_are_counted_downstream_not_upstream() {
             &[("envoy_response_code_class", "5"), c[0]]
         )
         .await,
-        None
+        Some(0.0),
+        "the class series exists from the start, at zero"
     );
     assert_eq!(
         env.metric(

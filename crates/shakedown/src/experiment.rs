@@ -77,6 +77,10 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             }
         };
     }
+    // A sweep runs the experiment once per intensity.
+    let sweep = shakedown_model::experiment::Experiment::load(&origin, &text)
+        .ok()
+        .and_then(|(e, _)| e.sweep);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         crate::shutdown_signal().await;
@@ -90,18 +94,19 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             );
         }
     });
-    let finished = shakedown_engine::run(
-        &origin,
-        &text,
-        shakedown_engine::Options {
-            state_dir: args.state_dir,
-            report_dir: args.report_dir,
-            interrupt: Some(rx),
-            print: Arc::new(|line| println!("{line}")),
-            vars: args.vars,
-        },
-    )
-    .await;
+    let options = shakedown_engine::Options {
+        state_dir: args.state_dir,
+        report_dir: args.report_dir,
+        interrupt: Some(rx),
+        print: Arc::new(|line| println!("{line}")),
+        vars: args.vars,
+    };
+    if let Some(sweep) = sweep {
+        let done = shakedown_engine::sweep::run(&origin, &text, &sweep, options).await;
+        signals.abort();
+        return ExitCode::from(done.exit_code);
+    }
+    let finished = shakedown_engine::run(&origin, &text, options).await;
     signals.abort();
     if finished.report.is_none() {
         eprintln!("{}", finished.message);

@@ -454,3 +454,41 @@ fn a_locked_environment_is_refused_and_dry_run_starts_nothing() {
         "{plan}"
     );
 }
+
+/// The shipped sweep, shortened: the search finds the breaking point of the fragile search
+/// service's 5xx SLO (< 15 %) between two grid steps, in fewer runs than the grid.
+#[test]
+fn the_sweep_finds_the_breaking_point_in_fewer_runs_than_a_grid() {
+    let dir = temp("sweep");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed-000/sweep.yaml");
+    // A coarse, short version of the example: 0–40 % in steps of 10, 2 runs at each side.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(
+            "search: {min: 0, max: 50, resolution: 2.5, repeats: 3}",
+            "search: {min: 0, max: 40, resolution: 10, repeats: 2}",
+        )
+        .replace("duration: 4s", "duration: 2s");
+    let short = dir.join("sweep.yaml");
+    std::fs::write(&short, text).unwrap();
+    let out = run(&dir, &short, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/sweep.json")).unwrap())
+            .unwrap();
+    assert_eq!(sweep["last_pass"], 10.0, "{sweep:#}");
+    assert_eq!(sweep["first_fail"], 20.0, "{sweep:#}");
+    let runs = sweep["runs"].as_u64().unwrap();
+    assert!(runs < sweep["grid_runs"].as_u64().unwrap(), "{runs} runs");
+    assert!(
+        sweep["summary"]
+            .as_str()
+            .unwrap()
+            .contains("between 10 (2/2 passed"),
+        "{sweep:#}"
+    );
+}
+
+fn text_of(o: &Output) -> String {
+    text(o)
+}

@@ -30,7 +30,7 @@ impl ProxyStats {
     pub fn listener(&self, stat_prefix: &str, address: &str) -> Arc<ListenerStats> {
         let r = &self.registry;
         let p: &[(&str, &str)] = &[("envoy_http_conn_manager_prefix", stat_prefix)];
-        Arc::new(ListenerStats {
+        let stats = Arc::new(ListenerStats {
             registry: r.clone(),
             prefix: stat_prefix.to_owned(),
             address: address.replace(':', "_"),
@@ -98,14 +98,19 @@ impl ProxyStats {
                 prefix: stat_prefix.to_owned(),
                 downstream_clusters: Default::default(),
             },
-        })
+        });
+        // Every class from the start, at zero (see `cluster`).
+        for class in 1..=5 {
+            stats.classes(class);
+        }
+        stats
     }
 
     /// Stats of one upstream cluster, labelled `envoy_cluster_name=<stat_name>`.
     pub fn cluster(&self, stat_name: &str) -> Arc<ClusterStats> {
         let r = &self.registry;
         let l: &[(&str, &str)] = &[("envoy_cluster_name", stat_name)];
-        Arc::new(ClusterStats {
+        let stats = Arc::new(ClusterStats {
             registry: r.clone(),
             stat_name: stat_name.to_owned(),
             rq_total: r.counter("envoy_cluster_upstream_rq_total", "Upstream requests", l),
@@ -136,7 +141,14 @@ impl ProxyStats {
             ),
             classes: Default::default(),
             codes: (0..600).map(|_| OnceLock::new()).collect(),
-        })
+        });
+        // Every class from the start, at zero (Envoy creates them on first use): a query over
+        // the 5xx series of a cluster that never failed is 0, not "no data", and `rate` sees a
+        // counter's first increments instead of extrapolating past them.
+        for class in 1..=5 {
+            stats.class(class);
+        }
+        stats
     }
 }
 
@@ -169,34 +181,36 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
+    fn classes(&self, class: usize) -> (&Counter, &Counter) {
+        let downstream = self.classes[class].get_or_init(|| {
+            self.registry.counter(
+                "envoy_http_downstream_rq_xx",
+                "Downstream responses by status class",
+                &[
+                    ("envoy_response_code_class", CLASSES[class]),
+                    ("envoy_http_conn_manager_prefix", &self.prefix),
+                ],
+            )
+        });
+        let listener = self.listener_classes[class].get_or_init(|| {
+            self.registry.counter(
+                "envoy_listener_http_downstream_rq_xx",
+                "Downstream responses by status class, per listener address",
+                &[
+                    ("envoy_response_code_class", CLASSES[class]),
+                    ("envoy_http_conn_manager_prefix", &self.prefix),
+                    ("envoy_listener_address", &self.address),
+                ],
+            )
+        });
+        (downstream, listener)
+    }
+
     /// Records a finished downstream request.
     pub fn record_response(&self, status: u16, elapsed: Duration) {
-        let class = class_of(status);
-        self.classes[class]
-            .get_or_init(|| {
-                self.registry.counter(
-                    "envoy_http_downstream_rq_xx",
-                    "Downstream responses by status class",
-                    &[
-                        ("envoy_response_code_class", CLASSES[class]),
-                        ("envoy_http_conn_manager_prefix", &self.prefix),
-                    ],
-                )
-            })
-            .inc();
-        self.listener_classes[class]
-            .get_or_init(|| {
-                self.registry.counter(
-                    "envoy_listener_http_downstream_rq_xx",
-                    "Downstream responses by status class, per listener address",
-                    &[
-                        ("envoy_response_code_class", CLASSES[class]),
-                        ("envoy_http_conn_manager_prefix", &self.prefix),
-                        ("envoy_listener_address", &self.address),
-                    ],
-                )
-            })
-            .inc();
+        let (downstream, listener) = self.classes(class_of(status));
+        downstream.inc();
+        listener.inc();
         self.rq_time.observe(elapsed);
     }
 }
@@ -283,21 +297,22 @@ pub struct ClusterStats {
 }
 
 impl ClusterStats {
+    fn class(&self, class: usize) -> &Counter {
+        self.classes[class].get_or_init(|| {
+            self.registry.counter(
+                "envoy_cluster_upstream_rq_xx",
+                "Upstream responses by status class",
+                &[
+                    ("envoy_response_code_class", CLASSES[class]),
+                    ("envoy_cluster_name", &self.stat_name),
+                ],
+            )
+        })
+    }
+
     /// Charges a response code to `upstream_rq_xx` and `upstream_rq{code}`.
     pub fn charge(&self, status: u16) {
-        let class = class_of(status);
-        self.classes[class]
-            .get_or_init(|| {
-                self.registry.counter(
-                    "envoy_cluster_upstream_rq_xx",
-                    "Upstream responses by status class",
-                    &[
-                        ("envoy_response_code_class", CLASSES[class]),
-                        ("envoy_cluster_name", &self.stat_name),
-                    ],
-                )
-            })
-            .inc();
+        self.class(class_of(status)).inc();
         if let Some(slot) = self.codes.get(usize::from(status)) {
             let code = status.to_string();
             slot.get_or_init(|| {
