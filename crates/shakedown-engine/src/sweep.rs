@@ -269,7 +269,7 @@ pub fn summarize(var: &str, mode: &str, trials: Vec<Trial>, grid_runs: u32) -> S
         .iter()
         .filter(|p| p.passes == p.runs && first_fail.is_none_or(|f| p.value < f))
         .map(|p| p.value)
-        .last();
+        .next_back();
     let summary = match (last_pass, first_fail) {
         (Some(lo), Some(hi)) => {
             let lp = points.iter().find(|p| p.value == lo);
