@@ -223,11 +223,20 @@ pub async fn run(origin: &str, text: &str, sweep: &Sweep, opts: Options) -> Swee
             p.pass_ci.1
         ));
     }
-    if let Err(e) = write(&base_dir, &report) {
-        print(&format!("sweep.json could not be written: {e}"));
+    let slos: Vec<(String, String, f64)> =
+        shakedown_model::experiment::Experiment::load(origin, text)
+            .map(|(e, _)| {
+                e.slos
+                    .iter()
+                    .map(|s| (s.name.clone(), s.op.as_str().to_owned(), s.threshold))
+                    .collect()
+            })
+            .unwrap_or_default();
+    if let Err(e) = write(&base_dir, &report, &slos) {
+        print(&format!("sweep reports could not be written: {e}"));
     } else {
         print(&format!(
-            "sweep report: {}",
+            "sweep report: {} and sweep.html",
             base_dir.join("sweep.json").display()
         ));
     }
@@ -237,10 +246,160 @@ pub async fn run(origin: &str, text: &str, sweep: &Sweep, opts: Options) -> Swee
     }
 }
 
-fn write(dir: &Path, report: &SweepReport) -> std::io::Result<()> {
+fn write(dir: &Path, report: &SweepReport, slos: &[(String, String, f64)]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("sweep.json"), json + "\n")
+    std::fs::write(dir.join("sweep.json"), json + "\n")?;
+    std::fs::write(dir.join("sweep.html"), html(report, slos))
+}
+
+/// The sweep as a page: per SLO, its value in every run against the intensity, the SLO's
+/// threshold as a line, passing and failing runs told apart, and the breaking point marked.
+pub fn html(r: &SweepReport, slos: &[(String, String, f64)]) -> String {
+    use std::fmt::Write as _;
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sweep of {var}</title><style>\
+         body{{font:14px system-ui,sans-serif;margin:24px;color:#222}}h1{{font-size:20px}}\
+         .box{{border:1px solid #ddd;border-radius:6px;padding:12px;margin:12px 0}}\
+         table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #eee;padding:4px 10px;text-align:right}}\
+         </style></head><body><h1>Resilience inflection point: {var}</h1><p class=\"box\"><b>{summary}</b><br>\
+         {runs} runs ({mode}); a grid at the same resolution and repeats: {grid}.</p>",
+        var = esc(&r.var),
+        summary = esc(&r.summary),
+        runs = r.runs,
+        mode = esc(&r.mode),
+        grid = r.grid_runs,
+    );
+    let xs: Vec<f64> = r.trials.iter().map(|t| t.value).collect();
+    let (x0, x1) = bounds(&xs);
+    for (name, op, threshold) in slos {
+        let ys: Vec<f64> = r
+            .trials
+            .iter()
+            .filter_map(|t| t.slos.iter().find(|s| s.0 == *name).and_then(|s| s.1))
+            .chain(std::iter::once(*threshold))
+            .collect();
+        let (y0, y1) = bounds(&ys);
+        let (w, h, l, b) = (720.0, 300.0, 60.0, 40.0);
+        let px = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - 20.0);
+        let py = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - b - 20.0);
+        let _ = write!(
+            out,
+            "<div class=\"box\"><h2 style=\"font-size:16px\">{} (must be {} {})</h2><svg width=\"{w}\" height=\"{h}\" role=\"img\">",
+            esc(name),
+            esc(op),
+            threshold
+        );
+        if let (Some(lo), Some(hi)) = (r.last_pass, r.first_fail) {
+            let _ = write!(
+                out,
+                "<rect x=\"{:.1}\" y=\"20\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#fde2c4\"><title>breaking point</title></rect>\
+                 <text x=\"{:.1}\" y=\"16\" font-size=\"12\" fill=\"#b45309\">breaks here</text>",
+                px(lo),
+                (px(hi) - px(lo)).max(2.0),
+                h - b - 20.0,
+                px(lo)
+            );
+        }
+        let _ = write!(
+            out,
+            "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{x2}\" y2=\"{y:.1}\" stroke=\"#dc2626\" stroke-dasharray=\"6 4\"/>\
+             <text x=\"{x2}\" y=\"{ty:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#dc2626\">threshold {threshold}</text>\
+             <line x1=\"{l}\" y1=\"{base}\" x2=\"{x2}\" y2=\"{base}\" stroke=\"#888\"/>\
+             <line x1=\"{l}\" y1=\"20\" x2=\"{l}\" y2=\"{base}\" stroke=\"#888\"/>",
+            y = py(*threshold),
+            ty = py(*threshold) - 4.0,
+            x2 = w - 20.0,
+            base = h - b,
+        );
+        for i in 0..=4 {
+            let xv = x0 + (x1 - x0) * f64::from(i) / 4.0;
+            let yv = y0 + (y1 - y0) * f64::from(i) / 4.0;
+            let _ = write!(
+                out,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+                px(xv),
+                h - b + 16.0,
+                short(xv),
+                l - 6.0,
+                py(yv) + 4.0,
+                short(yv)
+            );
+        }
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
+            (w + l) / 2.0,
+            h - 6.0,
+            esc(&r.var)
+        );
+        for t in &r.trials {
+            if let Some(v) = t.slos.iter().find(|s| s.0 == *name).and_then(|s| s.1) {
+                let pass = t.verdict == Verdict::Passed;
+                let _ = write!(
+                    out,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{}\" fill-opacity=\"0.75\"><title>{} = {}: {} ({:?})</title></circle>",
+                    px(t.value),
+                    py(v),
+                    if pass { "#16a34a" } else { "#dc2626" },
+                    esc(&r.var),
+                    fmt(t.value),
+                    short(v),
+                    t.verdict
+                );
+            }
+        }
+        out.push_str("</svg><p style=\"font-size:12px;color:#555\">green: the run passed; red: it failed; shaded: between the last intensity that always passed and the first that failed.</p></div>");
+    }
+    out.push_str("<div class=\"box\"><table><tr><th>intensity</th><th>runs</th><th>passed</th><th>95% CI of passing</th></tr>");
+    for p in &r.points {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}–{:.2}</td></tr>",
+            fmt(p.value),
+            p.runs,
+            p.passes,
+            p.pass_ci.0,
+            p.pass_ci.1
+        );
+    }
+    out.push_str("</table></div></body></html>\n");
+    out
+}
+
+fn bounds(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.05).max(1e-9);
+    // Values that cannot be negative keep 0 as the floor of their axis.
+    let floor = if lo >= 0.0 {
+        (lo - pad).max(0.0)
+    } else {
+        lo - pad
+    };
+    (floor, hi + pad)
+}
+
+fn short(v: f64) -> String {
+    if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 /// Points, boundary and summary from the runs.
@@ -325,7 +484,18 @@ pub fn wilson(k: u32, n: u32) -> (f64, f64) {
     let denom = 1.0 + z * z / n;
     let center = (p + z * z / (2.0 * n)) / denom;
     let half = z * ((p * (1.0 - p) + z * z / (4.0 * n)) / n).sqrt() / denom;
-    ((center - half).max(0.0), (center + half).min(1.0))
+    // At the ends the interval touches 0 or 1 exactly (rounding would leave a hair).
+    let lo = if k == 0 {
+        0.0
+    } else {
+        (center - half).max(0.0)
+    };
+    let hi = if f64::from(k) == n {
+        1.0
+    } else {
+        (center + half).min(1.0)
+    };
+    (lo, hi)
 }
 
 /// A value without a trailing `.0`.
@@ -388,5 +558,10 @@ mod tests {
             r.summary
         );
         assert_eq!(r.runs, 7);
+        let page = html(&r, &[("x<y".into(), "<".into(), 0.15)]);
+        assert!(
+            page.contains("x&lt;y") && page.contains("breaks here"),
+            "{page}"
+        );
     }
 }
