@@ -754,7 +754,6 @@ mod tests {
                 "label_replace(x, \"a\", \"b\", \"c\", \"d\")",
                 "label_replace",
             ),
-            ("x and 1", "`and` between anything but two instant vectors"),
             ("x / on(a) group_left y", "group_left"),
         ] {
             let e = instant(&s, q, 0).unwrap_err();
