@@ -741,8 +741,17 @@ impl Experiment {
         if !problems.is_empty() {
             return Err(doc.errors(problems.into_vec()));
         }
-        let raw: RawExperiment = doc.with_value(value).deserialize()?;
-        Self::validate(&raw, addresses).map_err(|p| doc.errors(p.into_vec()))
+        let (raw, unknown): (RawExperiment, _) =
+            doc.with_value(value).deserialize_reporting_unknown()?;
+        match Self::validate(&raw, addresses) {
+            Ok(e) if unknown.is_empty() => Ok(e),
+            Ok(_) => Err(doc.errors(unknown)),
+            Err(p) => {
+                let mut all = unknown;
+                all.extend(p.into_vec());
+                Err(doc.errors(all))
+            }
+        }
     }
 
     fn validate(raw: &RawExperiment, addresses: &Addresses) -> Result<Experiment, Problems> {

@@ -326,8 +326,16 @@ impl ProxyConfig {
     /// Parses and validates a config file's text; `origin` (the file path) appears in errors.
     pub fn load(origin: &str, text: &str) -> Result<Self, ConfigError> {
         let doc = Document::parse(origin, text)?;
-        let raw: RawProxyConfig = doc.deserialize()?;
-        Self::validate(raw).map_err(|p| doc.errors(p.into_vec()))
+        let (raw, unknown): (RawProxyConfig, _) = doc.deserialize_reporting_unknown()?;
+        match Self::validate(raw) {
+            Ok(c) if unknown.is_empty() => Ok(c),
+            Ok(_) => Err(doc.errors(unknown)),
+            Err(p) => {
+                let mut all = unknown;
+                all.extend(p.into_vec());
+                Err(doc.errors(all))
+            }
+        }
     }
 
     /// Validates a raw config, collecting every problem.

@@ -151,6 +151,51 @@ impl Document {
         })
     }
 
+    /// Like [`Document::deserialize`], but an unknown field does not hide the rest: each one
+    /// is recorded as a problem and left out, and deserializing goes on, so a file with a typo
+    /// and a bad value gets both reported at once. Any other serde error stops it.
+    pub fn deserialize_reporting_unknown<T: DeserializeOwned>(
+        &self,
+    ) -> Result<(T, Vec<Problem>), ConfigError> {
+        let mut value = self.value.clone();
+        let mut unknown: Vec<Problem> = Vec::new();
+        for _ in 0..64 {
+            match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(t) => return Ok((t, unknown)),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let path = if path == "." { String::new() } else { path };
+                    let message = e.into_inner().to_string();
+                    let field = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|r| r.split('`').next())
+                        .map(str::to_owned);
+                    let Some(field) = field else {
+                        unknown.push(Problem { path, message });
+                        return Err(self.errors(unknown));
+                    };
+                    // The path may end at the unknown key itself or at its object.
+                    let parent = match path.strip_suffix(&field) {
+                        Some(p) => p.strip_suffix('.').unwrap_or(p).to_owned(),
+                        None => path.clone(),
+                    };
+                    let removed = value_at_mut(&mut value, &parent)
+                        .and_then(Value::as_object_mut)
+                        .and_then(|o| o.remove(&field))
+                        .is_some();
+                    unknown.push(Problem {
+                        path: join(&parent, &field),
+                        message,
+                    });
+                    if !removed {
+                        return Err(self.errors(unknown));
+                    }
+                }
+            }
+        }
+        Err(self.errors(unknown))
+    }
+
     /// A diagnostic at `path`, located at the nearest enclosing value that has a position.
     pub fn diagnostic(&self, path: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
@@ -225,6 +270,28 @@ impl Problems {
     pub fn into_vec(self) -> Vec<Problem> {
         self.list
     }
+}
+
+/// The value at a `a.b[2].c` path.
+fn value_at_mut<'a>(root: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    let mut v = root;
+    if path.is_empty() {
+        return Some(v);
+    }
+    for part in path.split('.') {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            v = v.get_mut(key)?;
+        }
+        for idx in indices.split('[').filter(|s| !s.is_empty()) {
+            let i: usize = idx.trim_end_matches(']').parse().ok()?;
+            v = v.get_mut(i)?;
+        }
+    }
+    Some(v)
 }
 
 /// Joins a parent path and a field name the way `serde_path_to_error` prints paths.
