@@ -1359,6 +1359,46 @@ impl Ctx {
                         let r = probe::run(p).await;
                         (!r.ok, r.detail)
                     }
+                    GuardrailWatch::BurnRate {
+                        error_ratio,
+                        objective,
+                        factor,
+                        long,
+                        short,
+                    } => {
+                        let w = shakedown_slo::burn::BurnWindow {
+                            severity: "page",
+                            budget_percent: 0.0,
+                            long: *long,
+                            short: *short,
+                            factor: *factor,
+                        };
+                        let ratio = |d: &Duration| {
+                            let q = error_ratio
+                                .replace("{{window}}", &shakedown_model::slo::prom_duration(*d));
+                            match shakedown_slo::eval::instant(&self.store, &q, now_ms()) {
+                                Ok(QueryResult::Scalar(_, v)) => Some(v),
+                                Ok(QueryResult::Vector(v)) => {
+                                    v.iter().map(|s| s.2).reduce(f64::max)
+                                }
+                                _ => None,
+                            }
+                        };
+                        match (ratio(long), ratio(short)) {
+                            (Some(l), Some(s)) if l.is_finite() && s.is_finite() => {
+                                let limit = shakedown_slo::burn::threshold(&w, *objective);
+                                (
+                                    shakedown_slo::burn::burning(&w, *objective, l, s),
+                                    format!(
+                                        "error ratio {l:.4} over {}, {s:.4} over {} (limit {limit:.4}: {factor}× the budget of {objective})",
+                                        humantime::format_duration(*long),
+                                        humantime::format_duration(*short)
+                                    ),
+                                )
+                            }
+                            _ => (false, "no data yet".into()),
+                        }
+                    }
                 };
                 misses[i] = if bad { misses[i] + 1 } else { 0 };
                 let tripped = misses[i] >= g.failures;

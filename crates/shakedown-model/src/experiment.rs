@@ -329,12 +329,32 @@ pub struct RawGuardrail {
     /// A probe that must keep passing.
     #[serde(default)]
     pub probe: Option<RawProbe>,
+    /// A multi-window burn rate (Google's SRE workbook) of an error ratio.
+    #[serde(default)]
+    pub burn_rate: Option<RawBurnRate>,
     /// How often it is checked (default 1s).
     #[serde(default)]
     pub every: Option<String>,
     /// Consecutive failures before aborting (default 1).
     #[serde(default)]
     pub failures: Option<u32>,
+}
+
+/// `burn_rate:` of a guardrail: aborts when the error ratio over both windows spends the error
+/// budget more than `factor` times faster than the objective allows.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBurnRate {
+    /// PromQL of the error ratio with `{{window}}` where the range goes.
+    pub error_ratio: String,
+    /// The objective, e.g. 0.99.
+    pub objective: f64,
+    /// Burn-rate factor (the workbook pages at 14.4 over 1 h and 5 m).
+    pub factor: f64,
+    /// Long window (scaled to the experiment, e.g. 1m).
+    pub long: String,
+    /// Short window (a twelfth of the long one, by the workbook).
+    pub short: String,
 }
 
 /// `lock:`.
@@ -575,6 +595,19 @@ pub enum GuardrailWatch {
     },
     /// A probe that must pass.
     Probe(Probe),
+    /// A multi-window burn rate.
+    BurnRate {
+        /// Error ratio with `{{window}}`.
+        error_ratio: String,
+        /// Objective.
+        objective: f64,
+        /// Factor.
+        factor: f64,
+        /// Long window.
+        long: Duration,
+        /// Short window.
+        short: Duration,
+    },
 }
 
 /// Where each addressable thing is, for templates.
@@ -1029,8 +1062,48 @@ impl Experiment {
                 &join(&path, "every"),
                 &mut problems,
             );
-            let watch = match (&g.query, &g.probe) {
-                (Some(q), None) => {
+            let watch = match (&g.query, &g.probe, &g.burn_rate) {
+                (None, None, Some(b)) => {
+                    let bpath = join(&path, "burn_rate");
+                    let long = duration_or(
+                        Some(&b.long),
+                        Duration::ZERO,
+                        &join(&bpath, "long"),
+                        &mut problems,
+                    );
+                    let short = duration_or(
+                        Some(&b.short),
+                        Duration::ZERO,
+                        &join(&bpath, "short"),
+                        &mut problems,
+                    );
+                    if !(b.objective > 0.0 && b.objective < 1.0) {
+                        problems.push(join(&bpath, "objective"), "between 0 and 1, e.g. 0.99");
+                    }
+                    if !(b.factor.is_finite() && b.factor > 0.0) {
+                        problems.push(join(&bpath, "factor"), "must be greater than 0");
+                    }
+                    if short >= long || short.is_zero() {
+                        problems.push(
+                            join(&bpath, "short"),
+                            "must be shorter than `long` (and not 0)",
+                        );
+                    }
+                    if !b.error_ratio.contains("{{window}}") {
+                        problems.push(
+                            join(&bpath, "error_ratio"),
+                            "needs `{{window}}` where the range goes",
+                        );
+                    }
+                    Some(GuardrailWatch::BurnRate {
+                        error_ratio: b.error_ratio.clone(),
+                        objective: b.objective,
+                        factor: b.factor,
+                        long,
+                        short,
+                    })
+                }
+                (Some(q), None, None) => {
                     let op =
                         g.op.as_deref()
                             .map(crate::slo::comparison)
@@ -1055,13 +1128,13 @@ impl Experiment {
                         _ => None,
                     }
                 }
-                (None, Some(p)) => {
+                (None, Some(p), None) => {
                     probe(p, &join(&path, "probe"), &mut problems).map(GuardrailWatch::Probe)
                 }
                 _ => {
                     problems.push(
                         &path,
-                        "give either `query` (with op and threshold) or `probe`",
+                        "give one of `query` (with op and threshold), `probe`, `burn_rate`",
                     );
                     None
                 }

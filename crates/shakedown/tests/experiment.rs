@@ -483,3 +483,40 @@ fn the_sweep_finds_the_breaking_point_in_fewer_runs_than_a_grid() {
 fn text_of(o: &Output) -> String {
     text(o)
 }
+
+/// A burn-rate guardrail (the SRE workbook's two windows, scaled to seconds) stops a run whose
+/// errors spend the budget too fast, interrupting the load, and the fault is rolled back.
+#[test]
+fn a_burn_rate_guardrail_stops_the_load_and_rolls_back() {
+    let dir = temp("burn");
+    let file = dir.join("b.yaml");
+    let ratio = r#"sum(rate(envoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix=\"out\", envoy_response_code_class=\"5\"}[{{window}}])) / sum(rate(envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix=\"out\"}[{{window}}]))"#;
+    std::fs::write(
+        &file,
+        small(
+            "burning",
+            "    - {name: half-down, duration: 1m, http: {listeners: [out], abort: {http_status: 503, percentage: 50}}}",
+            "    - inject: half-down\n    - load: {}",
+            &format!(
+                "  load:\n    target: \"{{{{listeners.out.url}}}}\"\n    requests: [{{path: /recommendations}}]\n    scenario: {{executor: constant-arrival-rate, rate: 50, duration: 30s}}\n  guardrails:\n    - name: error-budget\n      burn_rate: {{error_ratio: \"{ratio}\", objective: 0.99, factor: 14.4, long: 10s, short: 3s}}\n      every: 1s\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "the load was cut short"
+    );
+    let r = report(&dir);
+    assert_eq!(r["guardrails"][0]["tripped"], true, "{}", r["guardrails"]);
+    assert!(
+        r["guardrails"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("14.4×")
+    );
+    assert_eq!(r["faults"][0]["verified_absent"], true);
+}
