@@ -6,7 +6,7 @@
 //! steady state) and the event log folded away. Everything is rendered from [`RunReport`] alone,
 //! so a `report.json` from any run can be re-rendered.
 //!
-//! The plots share one small renderer ([`Plot`]): an x range, a y [`Scale`], lines and shaded
+//! The plots share one small renderer (`Plot`): an x range, a y `Scale`, lines and shaded
 //! bands. A future sweep section (x = the swept parameter) is another `Plot` with its own `x_fmt`
 //! and no bands, added as one more section in [`html`].
 
