@@ -772,7 +772,7 @@ impl Ctx {
                 (r.ok, r.detail)
             }
             Step::Check(names) => self.check(names, path),
-            Step::Load(_) => self.load().await,
+            Step::Load(duration) => self.load(*duration).await,
             Step::Parallel(inner) => {
                 let mut set = tokio::task::JoinSet::new();
                 for (j, s) in inner.iter().cloned().enumerate() {
@@ -1186,10 +1186,13 @@ impl Ctx {
         }
     }
 
-    async fn load(self: &Arc<Self>) -> (bool, String) {
-        let Some(spec) = self.exp.load.clone() else {
+    async fn load(self: &Arc<Self>, duration: Option<Duration>) -> (bool, String) {
+        let Some(mut spec) = self.exp.load.clone() else {
             return (false, "no load".into());
         };
+        if let Some(d) = duration {
+            spec.scenario = spec.scenario.with_duration(d);
+        }
         let (tx, rx) = watch::channel(Arc::new(String::new()));
         *lock(&self.load_text) = Some(rx);
         self.judged_after_load

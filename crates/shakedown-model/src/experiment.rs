@@ -306,7 +306,7 @@ pub enum RawStep {
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLoadStep {
-    /// Overrides the scenario's duration.
+    /// Runs the scenario for this long instead (its stages scaled in proportion).
     #[serde(default)]
     pub duration: Option<String>,
 }
@@ -1255,14 +1255,14 @@ fn steps(raw: &[RawStep], path: &str, refs: &Refs<'_>, problems: &mut Problems) 
                 if !refs.has_load {
                     problems.push(join(&spath, "load"), "a load step needs `spec.load`");
                 }
-                let d = l.duration.as_deref().map(|d| {
-                    duration_or(
-                        Some(d),
-                        Duration::ZERO,
-                        &join(&join(&spath, "load"), "duration"),
-                        problems,
-                    )
-                });
+                let dpath = join(&join(&spath, "load"), "duration");
+                let d = l
+                    .duration
+                    .as_deref()
+                    .map(|d| duration_or(Some(d), Duration::ZERO, &dpath, problems));
+                if d == Some(Duration::ZERO) {
+                    problems.push(&dpath, "must be greater than 0");
+                }
                 Some(Step::Load(d))
             }
             RawStep::Pause(d) => Some(Step::Pause(duration_or(

@@ -262,6 +262,16 @@ impl Scenario {
             Self::Closed { vus, .. } => vus.duration(),
         }
     }
+
+    /// The same scenario lasting `total` (its stages scaled in proportion).
+    pub fn with_duration(&self, total: Duration) -> Scenario {
+        let mut s = self.clone();
+        match &mut s {
+            Self::Open { rate, .. } => *rate = rate.stretched_to(total),
+            Self::Closed { vus, .. } => *vus = vus.stretched_to(total),
+        }
+        s
+    }
 }
 
 /// A value (arrival rate per second, or VUs) that starts at `start` and moves linearly to each
@@ -280,6 +290,24 @@ impl Profile {
         Self {
             start: value,
             stages: vec![(duration, value)],
+        }
+    }
+
+    /// The same shape lasting `total`: every stage's length scaled in proportion (a constant
+    /// simply lasts `total`).
+    pub fn stretched_to(&self, total: Duration) -> Profile {
+        let old = self.duration().as_secs_f64();
+        let stages = if old <= 0.0 {
+            vec![(total, self.stages.last().map_or(self.start, |s| s.1))]
+        } else {
+            self.stages
+                .iter()
+                .map(|&(d, target)| (total.mul_f64(d.as_secs_f64() / old), target))
+                .collect()
+        };
+        Profile {
+            start: self.start,
+            stages,
         }
     }
 

@@ -520,3 +520,30 @@ fn a_burn_rate_guardrail_stops_the_load_and_rolls_back() {
     );
     assert_eq!(r["faults"][0]["verified_absent"], true);
 }
+
+/// A `load` step may run the scenario for another duration (its shape scaled).
+#[test]
+fn a_load_step_can_shorten_the_scenario() {
+    let dir = temp("load-duration");
+    let file = dir.join("l.yaml");
+    std::fs::write(
+        &file,
+        small(
+            "short-load",
+            "    - {name: unused, duration: 1s, http: {listeners: [out], delay: {fixed_delay: 1ms}}}",
+            "    - load: {duration: 1s}",
+            "  load:\n    target: \"{{listeners.out.url}}\"\n    requests: [{path: /recommendations}]\n    scenario: {executor: constant-arrival-rate, rate: 20, duration: 60s}\n",
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = run(&dir, &file, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "ran 1 s, not 60 s"
+    );
+    let r = report(&dir);
+    let requests = r["loads"][0]["requests"].as_u64().unwrap();
+    assert!((15..=25).contains(&requests), "20/s for 1 s: {requests}");
+}
