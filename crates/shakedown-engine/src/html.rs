@@ -13,6 +13,8 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
+use shakedown_load::series::Point;
+
 use crate::probe::ProbeResult;
 use crate::report::{LoadRecord, RunReport, SloRecord, Verdict};
 
@@ -197,18 +199,20 @@ fn load_section(out: &mut String, r: &RunReport) {
                 .flat_map(|l| l.series.iter().filter(|p| p.reqs > 0))
                 .flat_map(|p| [p.p50, p.p90, p.p99]),
             true,
+            f64::INFINITY,
         ),
+        y_tick: ms_tick,
         y_fmt: ms,
         y_label: "latency",
         lines: vec![
-            series_line(&r.loads, "p50", "#2f6fdb", false, |p| p.p50),
-            series_line(&r.loads, "p90", "#8a4fd3", false, |p| p.p90),
-            series_line(&r.loads, "p99", "#d6336c", false, |p| p.p99),
+            series_line(&r.loads, Pen::line("p50", "#1c5fd4", 1.75), |p| p.p50),
+            series_line(&r.loads, Pen::line("p90", "#2f9e44", 3.0), |p| p.p90),
+            series_line(&r.loads, Pen::halo("p99", "#d6336c", 8.0), |p| p.p99),
         ],
         bands: &bands,
     };
-    let failed = |p: &shakedown_load::series::Point| p.failed as f64 / p.reqs as f64 * 100.0;
-    let fivexx = |p: &shakedown_load::series::Point| p.classes[4] as f64 / p.reqs as f64 * 100.0;
+    let failed = |p: &Point| p.failed as f64 / p.reqs as f64 * 100.0;
+    let fivexx = |p: &Point| p.classes[4] as f64 / p.reqs as f64 * 100.0;
     let top = r
         .loads
         .iter()
@@ -219,12 +223,13 @@ fn load_section(out: &mut String, r: &RunReport) {
         x_max,
         x_fmt: time_tick,
         x_label: "seconds since the run started",
-        y: Scale::fit(top.chain([1.0]), false),
+        y: Scale::fit(top.chain([1.0]), false, 100.0),
+        y_tick: percent,
         y_fmt: percent,
         y_label: "share of requests",
         lines: vec![
-            series_line(&r.loads, "failed", "#c92a2a", false, failed),
-            series_line(&r.loads, "5xx", "#e67700", true, fivexx),
+            series_line(&r.loads, Pen::halo("failed", "#e03131", 8.0), failed),
+            series_line(&r.loads, Pen::dashed("5xx", "#5c2d00", 2.0), fivexx),
         ],
         bands: &bands,
     };
@@ -270,13 +275,7 @@ fn fault_bands(r: &RunReport) -> Vec<Band> {
 }
 
 /// A line across every load, in run time, broken where an interval had no requests.
-fn series_line(
-    loads: &[LoadRecord],
-    name: &str,
-    colour: &'static str,
-    dashed: bool,
-    value: impl Fn(&shakedown_load::series::Point) -> f64,
-) -> Line {
+fn series_line(loads: &[LoadRecord], pen: Pen, value: impl Fn(&Point) -> f64) -> Line {
     let mut segments = Vec::new();
     for l in loads {
         let mut seg = Vec::new();
@@ -292,12 +291,7 @@ fn series_line(
             segments.push(seg);
         }
     }
-    Line {
-        name: name.to_string(),
-        colour,
-        dashed,
-        segments,
-    }
+    Line { pen, segments }
 }
 
 fn slo_section(out: &mut String, slos: &[SloRecord]) {
@@ -432,7 +426,7 @@ fn steps_section(out: &mut String, r: &RunReport) {
                 format!("<code>{}</code>", esc(&s.path)),
                 esc(&s.step),
                 secs(s.started_s),
-                secs(s.took_s),
+                took(s.took_s),
                 check(s.ok, "ok", "FAILED"),
                 esc(&s.detail),
             ]
@@ -583,49 +577,105 @@ struct Band {
 
 /// One named line, in pieces where it has no data.
 struct Line {
-    name: String,
-    colour: &'static str,
-    dashed: bool,
+    pen: Pen,
     segments: Vec<Vec<(f64, f64)>>,
+}
+
+/// How a line is drawn. Wider lines are drawn first, and the widest as a translucent halo, so
+/// lines that run on top of each other (p50 = p90 = p99 when an interval has a few requests,
+/// failed = 5xx) still show every one.
+struct Pen {
+    name: &'static str,
+    colour: &'static str,
+    width: f64,
+    opacity: f64,
+    dashed: bool,
+}
+
+impl Pen {
+    fn line(name: &'static str, colour: &'static str, width: f64) -> Pen {
+        Pen {
+            name,
+            colour,
+            width,
+            opacity: 1.0,
+            dashed: false,
+        }
+    }
+
+    fn halo(name: &'static str, colour: &'static str, width: f64) -> Pen {
+        Pen {
+            opacity: 0.45,
+            ..Pen::line(name, colour, width)
+        }
+    }
+
+    fn dashed(name: &'static str, colour: &'static str, width: f64) -> Pen {
+        Pen {
+            dashed: true,
+            ..Pen::line(name, colour, width)
+        }
+    }
+
+    /// SVG stroke attributes, at `width` (the legend draws thinner keys).
+    fn stroke(&self, width: f64) -> String {
+        let dash = if self.dashed {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        format!(
+            "stroke=\"{}\" stroke-width=\"{width}\" stroke-opacity=\"{}\"{dash}",
+            self.colour, self.opacity
+        )
+    }
 }
 
 /// How values map to the height of a plot.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Scale {
     /// 0 at the bottom.
-    Linear { max: f64 },
+    Linear { max: f64, step: f64 },
     /// For values spanning orders of magnitude (latency under a delay fault).
     Log { min: f64, max: f64 },
 }
 
 impl Scale {
-    /// A scale for `values`: logarithmic when `allow_log` and they span more than ~two decades.
-    fn fit(values: impl Iterator<Item = f64>, allow_log: bool) -> Scale {
+    /// A scale for `values`, with a little headroom (up to `ceiling`, such as 100 %):
+    /// logarithmic when `allow_log` and they span more than ~two decades.
+    fn fit(values: impl Iterator<Item = f64>, allow_log: bool, ceiling: f64) -> Scale {
         let (mut lo, mut hi) = (f64::INFINITY, 0.0_f64);
         for v in values.filter(|v| v.is_finite() && *v > 0.0) {
             lo = lo.min(v);
             hi = hi.max(v);
         }
         if hi <= 0.0 {
-            return Scale::Linear { max: 1.0 };
+            return Scale::Linear {
+                max: 1.0,
+                step: 0.2,
+            };
         }
         if allow_log && hi / lo > 50.0 {
-            let lo = lo.max(0.01);
             return Scale::Log {
-                min: nice_125(lo, false),
-                max: nice_125(hi, true),
+                min: nice_125((lo / 1.5).max(0.01), false),
+                max: nice_125(hi * 1.1, true),
             };
         }
         let step = nice_step(hi / 5.0);
+        let mut max = (hi / step).ceil() * step;
+        if max - hi < step / 10.0 {
+            max += step;
+        }
         Scale::Linear {
-            max: (hi / step).ceil() * step,
+            max: if hi <= ceiling { max.min(ceiling) } else { max },
+            step,
         }
     }
 
     /// Where `v` sits, 0 (bottom) to 1 (top), clamped.
     fn frac(self, v: f64) -> f64 {
         let f = match self {
-            Scale::Linear { max } => v / max,
+            Scale::Linear { max, .. } => v / max,
             Scale::Log { min, max } => (v.max(min).ln() - min.ln()) / (max.ln() - min.ln()),
         };
         f.clamp(0.0, 1.0)
@@ -633,13 +683,10 @@ impl Scale {
 
     fn ticks(self) -> Vec<f64> {
         match self {
-            Scale::Linear { max } => {
-                let step = nice_step(max / 5.0);
-                (0..)
-                    .map(|i| i as f64 * step)
-                    .take_while(|v| *v <= max * (1.0 + 1e-9))
-                    .collect()
-            }
+            Scale::Linear { max, step } => (0..)
+                .map(|i| i as f64 * step)
+                .take_while(|v| *v <= max * (1.0 + 1e-9))
+                .collect(),
             Scale::Log { min, max } => {
                 let mut all = Vec::new();
                 let mut decade = 10f64.powf(min.log10().floor());
@@ -653,11 +700,18 @@ impl Scale {
                     decade *= 10.0;
                 }
                 if all.len() > 9 {
-                    // Decades and the top only, so labels do not crowd.
+                    // Decades only, so labels do not crowd.
                     all.retain(|v| {
                         let m = v / 10f64.powf(v.log10().floor());
-                        (m - 1.0).abs() < 1e-6 || *v >= max * (1.0 - 1e-9)
+                        (m - 1.0).abs() < 1e-6
                     });
+                }
+                // And the ends, which may be a 2 or a 3.
+                if all.first().is_none_or(|v| *v > min * (1.0 + 1e-9)) {
+                    all.insert(0, min);
+                }
+                if all.last().is_none_or(|v| *v < max * (1.0 - 1e-9)) {
+                    all.push(max);
                 }
                 all
             }
@@ -668,14 +722,16 @@ impl Scale {
 /// The next 1-2-5 value at or above (`up`) or below `v`.
 fn nice_125(v: f64, up: bool) -> f64 {
     let decade = 10f64.powf(v.log10().floor());
-    let ms = [1.0, 2.0, 5.0, 10.0];
     if up {
-        ms.iter()
+        // A 3 too, so 2.002 s tops out at 3 s, not 5.
+        [1.0, 2.0, 3.0, 5.0, 10.0]
+            .iter()
             .map(|m| m * decade)
             .find(|c| *c >= v * (1.0 - 1e-9))
             .unwrap_or(10.0 * decade)
     } else {
-        ms.iter()
+        [1.0, 2.0, 5.0, 10.0]
+            .iter()
             .rev()
             .map(|m| m * decade)
             .find(|c| *c <= v * (1.0 + 1e-9))
@@ -721,6 +777,9 @@ struct Plot<'a> {
     x_fmt: fn(f64) -> String,
     x_label: &'a str,
     y: Scale,
+    /// Labels of the round values on the axis.
+    y_tick: fn(f64) -> String,
+    /// Values in tooltips.
     y_fmt: fn(f64) -> String,
     y_label: &'a str,
     lines: Vec<Line>,
@@ -728,11 +787,11 @@ struct Plot<'a> {
 }
 
 const W: f64 = 1160.0;
-const H: f64 = 300.0;
+const H: f64 = 320.0;
 /// Plot area margins: left (y ticks), right, top (legend), bottom (x ticks and label).
 const ML: f64 = 78.0;
 const MR: f64 = 18.0;
-const MT: f64 = 40.0;
+const MT: f64 = 66.0;
 const MB: f64 = 46.0;
 
 impl Plot<'_> {
@@ -770,11 +829,15 @@ impl Plot<'_> {
                 esc(&b.label),
                 secs(b.from),
             );
+            // Above the area, so it never hides data: a bar over the window and its name,
+            // overlapping windows on alternate rows.
+            let row = (i % 2) as f64;
             let _ = writeln!(
                 s,
-                "<text class=\"band\" x=\"{:.1}\" y=\"{:.1}\">{}{}</text>",
-                x0 + 4.0,
-                top + 14.0 + 13.0 * (i % 3) as f64,
+                "<rect class=\"band-bar{open}\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"4\"/><text class=\"band\" x=\"{x0:.1}\" y=\"{:.1}\">{}{}</text>",
+                top - 6.0 - 17.0 * row,
+                (x1 - x0).max(1.0),
+                top - 10.0 - 17.0 * row,
                 esc(&b.label),
                 if b.to.is_none() {
                     " — never removed"
@@ -790,7 +853,7 @@ impl Plot<'_> {
                 "<line class=\"grid\" x1=\"{left}\" y1=\"{y:.1}\" x2=\"{right}\" y2=\"{y:.1}\"/><text class=\"ytick\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
                 left - 6.0,
                 y + 4.0,
-                esc(&(self.y_fmt)(v))
+                esc(&(self.y_tick)(v))
             );
         }
         let step = time_step(self.x_max / 10.0);
@@ -822,7 +885,9 @@ impl Plot<'_> {
                 ""
             }
         );
-        for l in &self.lines {
+        let mut lines: Vec<&Line> = self.lines.iter().collect();
+        lines.sort_by(|a, b| b.pen.width.total_cmp(&a.pen.width));
+        for l in lines {
             self.line(&mut s, l);
         }
         self.legend(&mut s);
@@ -831,11 +896,7 @@ impl Plot<'_> {
     }
 
     fn line(&self, s: &mut String, l: &Line) {
-        let dash = if l.dashed {
-            " stroke-dasharray=\"6 4\""
-        } else {
-            ""
-        };
+        let pen = &l.pen;
         let total: usize = l.segments.iter().map(Vec::len).sum();
         for seg in &l.segments {
             let pts: Vec<String> = seg
@@ -845,8 +906,8 @@ impl Plot<'_> {
             if seg.len() > 1 {
                 let _ = writeln!(
                     s,
-                    "<polyline class=\"series\" stroke=\"{}\"{dash} points=\"{}\"/>",
-                    l.colour,
+                    "<polyline class=\"series\" {} points=\"{}\"/>",
+                    pen.stroke(pen.width),
                     pts.join(" ")
                 );
             }
@@ -855,11 +916,13 @@ impl Plot<'_> {
                 for &(x, y) in seg {
                     let _ = writeln!(
                         s,
-                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{}\"><title>{} at {}: {}</title></circle>",
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{}\" fill=\"{}\" fill-opacity=\"{}\"><title>{} at {}: {}</title></circle>",
                         self.x(x),
                         self.y(y),
-                        l.colour,
-                        esc(&l.name),
+                        (pen.width / 2.0).max(2.5),
+                        pen.colour,
+                        pen.opacity,
+                        esc(pen.name),
                         secs(x),
                         esc(&(self.y_fmt)(y))
                     );
@@ -872,23 +935,19 @@ impl Plot<'_> {
         let mut x = ML;
         let y = 20.0;
         for l in &self.lines {
-            let dash = if l.dashed {
-                " stroke-dasharray=\"6 4\""
-            } else {
-                ""
-            };
+            let pen = &l.pen;
             let _ = writeln!(
                 s,
-                "<line class=\"key\" x1=\"{x}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\"{dash}/><text class=\"legend\" x=\"{}\" y=\"{}\">{}</text>",
+                "<line x1=\"{x}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" {}/><text class=\"legend\" x=\"{}\" y=\"{}\">{}</text>",
                 y - 4.0,
                 x + 24.0,
                 y - 4.0,
-                l.colour,
+                pen.stroke(pen.width.min(6.0)),
                 x + 30.0,
                 y,
-                esc(&l.name)
+                esc(pen.name)
             );
-            x += 30.0 + 8.0 * l.name.chars().count() as f64 + 22.0;
+            x += 30.0 + 8.0 * pen.name.chars().count() as f64 + 22.0;
         }
         if !self.bands.is_empty() {
             let _ = writeln!(
@@ -926,7 +985,7 @@ fn number(v: f64) -> String {
         a if a >= 100.0 => format!("{v:.0}"),
         a if a >= 10.0 => format!("{v:.1}"),
         a if a >= 1.0 => format!("{v:.2}"),
-        _ => format!("{v:.4}"),
+        _ => format!("{v:.3}"),
     };
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -935,7 +994,17 @@ fn number(v: f64) -> String {
     }
 }
 
+/// Milliseconds as measured: whole ms up to 10 s, so 2001 and 2002 stay apart.
 fn ms(v: f64) -> String {
+    if v.is_finite() && v.abs() >= 10_000.0 {
+        format!("{}\u{a0}s", number(v / 1000.0))
+    } else {
+        format!("{}\u{a0}ms", number(v))
+    }
+}
+
+/// Milliseconds on an axis, where the ticks are round: `500 ms`, `1 s`.
+fn ms_tick(v: f64) -> String {
     if v.is_finite() && v.abs() >= 1000.0 {
         format!("{} s", number(v / 1000.0))
     } else {
@@ -944,14 +1013,23 @@ fn ms(v: f64) -> String {
 }
 
 fn percent(v: f64) -> String {
-    format!("{} %", number(v))
+    format!("{}\u{a0}%", number(v))
 }
 
 fn secs(v: f64) -> String {
     if v.is_finite() {
-        format!("{v:.2} s")
+        format!("{v:.2}\u{a0}s")
     } else {
         "—".into()
+    }
+}
+
+/// A span: ms under a second (steps often take microseconds), seconds above.
+fn took(v: f64) -> String {
+    if v.is_finite() && v < 1.0 {
+        ms(v * 1000.0)
+    } else {
+        secs(v)
     }
 }
 
@@ -960,7 +1038,7 @@ fn duration(v: f64) -> String {
         let s = v.round() as u64;
         format!("{}m {:02}s", s / 60, s % 60)
     } else {
-        format!("{} s", number(v))
+        format!("{}\u{a0}s", number(v))
     }
 }
 
@@ -1016,7 +1094,9 @@ h3 { font-size: 14px; margin: 14px 0 2px; color: var(--muted); font-weight: 600;
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th { text-align: left; font-weight: 600; color: var(--muted); border-bottom: 2px solid var(--line);
   padding: 5px 8px; white-space: nowrap; }
-td { border-bottom: 1px solid #eceef1; padding: 5px 8px; vertical-align: top; overflow-wrap: anywhere; }
+td { border-bottom: 1px solid #eceef1; padding: 5px 8px; vertical-align: top; overflow-wrap: break-word; }
+td code { white-space: nowrap; }
+.events td code { white-space: pre-wrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
   font-weight: 700; white-space: nowrap; }
@@ -1034,8 +1114,9 @@ svg .axis { stroke: #868e96; stroke-width: 1; }
 svg .fault { fill: #ffa94d; fill-opacity: .22; stroke: #e8590c; stroke-opacity: .55; stroke-dasharray: 4 3; }
 svg .fault.open { fill: #ff6b6b; fill-opacity: .22; }
 svg .band { font-size: 12px; fill: #b34700; font-weight: 600; }
-svg .series { fill: none; stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
-svg .key { stroke-width: 3; }
+svg .band-bar { fill: #e8590c; fill-opacity: .8; }
+svg .band-bar.open { fill: #e03131; }
+svg .series { fill: none; stroke-linejoin: round; stroke-linecap: round; }
 svg text { font-family: system-ui, "DejaVu Sans", sans-serif; fill: #495057; }
 svg .ytick { font-size: 12px; text-anchor: end; }
 svg .xtick { font-size: 12px; text-anchor: middle; }
@@ -1045,8 +1126,6 @@ svg .legend { font-size: 13px; fill: #1d2128; }
 
 #[cfg(test)]
 mod tests {
-    use shakedown_load::series::Point;
-
     use super::*;
     use crate::report::{FaultRecord, GuardrailRecord, StepRecord, ThresholdRecord};
 
@@ -1224,28 +1303,52 @@ mod tests {
 
     #[test]
     fn scales_pick_round_ticks() {
+        let fit = |v: &[f64], log| Scale::fit(v.iter().copied(), log, 100.0);
         assert_eq!(
-            Scale::fit([0.0, 3.2].into_iter(), true),
-            Scale::Linear { max: 4.0 }
+            fit(&[0.0, 3.2], true),
+            Scale::Linear {
+                max: 4.0,
+                step: 1.0
+            }
         );
+        // Headroom above a line that would touch the top, but not past 100 %.
         assert_eq!(
-            Scale::fit([1.3, 2100.0].into_iter(), true),
-            Scale::Log {
-                min: 1.0,
-                max: 5000.0
+            fit(&[50.0], false),
+            Scale::Linear {
+                max: 60.0,
+                step: 10.0
             }
         );
         assert_eq!(
+            fit(&[100.0], false),
+            Scale::Linear {
+                max: 100.0,
+                step: 20.0
+            }
+        );
+        assert_eq!(
+            fit(&[], true),
+            Scale::Linear {
+                max: 1.0,
+                step: 0.2
+            }
+        );
+        let log = fit(&[1.3, 2100.0], true);
+        assert_eq!(
+            log,
             Scale::Log {
-                min: 1.0,
-                max: 5000.0
+                min: 0.5,
+                max: 3000.0
+            }
+        );
+        assert_eq!(log.ticks(), [0.5, 1.0, 10.0, 100.0, 1000.0, 3000.0]);
+        assert_eq!(
+            Scale::Linear {
+                max: 60.0,
+                step: 20.0
             }
             .ticks(),
-            [1.0, 10.0, 100.0, 1000.0, 5000.0]
-        );
-        assert_eq!(
-            Scale::fit(std::iter::empty(), true),
-            Scale::Linear { max: 1.0 }
+            [0.0, 20.0, 40.0, 60.0]
         );
         assert_eq!(time_tick(90.0), "90s");
         assert_eq!(time_tick(150.0), "2m30s");

@@ -195,18 +195,26 @@ fn step_name(s: &Step) -> String {
 fn describe(f: &ExperimentFault) -> String {
     match &f.kind {
         FaultKind::Http(h) => {
+            use shakedown_model::{AbortSource, DelaySource};
             let mut parts = Vec::new();
             if let Some(a) = &h.abort {
+                let what = match a.source {
+                    AbortSource::Http(status) => format!("HTTP {status}"),
+                    AbortSource::Grpc(status) => format!("gRPC status {status}"),
+                    AbortSource::Header => "the status in the request header".into(),
+                };
                 parts.push(format!(
-                    "abort {:?} to {}%",
-                    a.source,
+                    "abort {}% with {what}",
                     a.percentage.fraction() * 100.0
                 ));
             }
             if let Some(d) = &h.delay {
+                let what = match d.source {
+                    DelaySource::Fixed(t) => humantime::format_duration(t).to_string(),
+                    DelaySource::Header => "the delay in the request header".into(),
+                };
                 parts.push(format!(
-                    "delay {:?} to {}%",
-                    d.source,
+                    "delay {}% by {what}",
                     d.percentage.fraction() * 100.0
                 ));
             }
@@ -1346,11 +1354,16 @@ impl Ctx {
                             Ok(QueryResult::Vector(v)) if !v.is_empty() => {
                                 let worst =
                                     v.iter().map(|s| s.2).find(|x| !op.holds(*x, *threshold));
+                                let shown = v
+                                    .iter()
+                                    .map(|s| format!("{:.4}", s.2))
+                                    .collect::<Vec<_>>()
+                                    .join(", ");
                                 match worst {
                                     Some(x) => {
-                                        (true, format!("{x} not {} {threshold}", op.as_str()))
+                                        (true, format!("{x:.4} not {} {threshold}", op.as_str()))
                                     }
-                                    None => (false, format!("within {} {threshold}", op.as_str())),
+                                    None => (false, format!("{shown} {} {threshold}", op.as_str())),
                                 }
                             }
                             // No data yet is not a breach.
