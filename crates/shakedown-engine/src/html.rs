@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use shakedown_load::series::Point;
 
 use crate::probe::ProbeResult;
-use crate::report::{LoadRecord, RunReport, SloRecord, Verdict};
+use crate::report::{LoadRecord, RunReport, SloRecord, Verdict, escape as esc};
 
 /// The report as one HTML page.
 pub fn html(r: &RunReport) -> String {
@@ -958,22 +958,6 @@ impl Plot<'_> {
             );
         }
     }
-}
-
-/// Escapes text for HTML content and attributes.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A number with as many decimals as its size needs.

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// File name of the journal inside the state directory.
 pub const FILE: &str = "journal.jsonl";
@@ -153,7 +152,7 @@ pub enum JournalError {
 impl Journal {
     /// Starts the journal of a new run in `dir`; refuses if a previous one is there.
     pub fn begin(dir: &Path, experiment: &str) -> Result<Journal, JournalError> {
-        let path = dir.join(FILE);
+        let path = path_in(dir);
         let io = |source| JournalError::Io {
             path: path.display().to_string(),
             source,
@@ -260,11 +259,6 @@ pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// A JSON value of an entry (for reports).
-pub fn to_value(e: &Entry) -> Value {
-    serde_json::to_value(e).unwrap_or(Value::Null)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +269,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let mut j = Journal::begin(&dir, "exp").unwrap();
         let undo = Undo::HttpFault {
-            admin: "http://127.0.0.1:1".into(),
+            admin: "http://127.0.0.1:0".into(),
             name: "f".into(),
         };
         for e in [

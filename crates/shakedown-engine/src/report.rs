@@ -266,15 +266,15 @@ pub fn junit(r: &RunReport) -> String {
     let _ = writeln!(
         out,
         "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\">",
-        xml(&r.experiment),
+        escape(&r.experiment),
         cases.len(),
         r.duration_s,
-        xml(&r.started_at)
+        escape(&r.started_at)
     );
     let _ = writeln!(
         out,
         "    <properties><property name=\"verdict\" value=\"{}\"/><property name=\"exit_code\" value=\"{}\"/><property name=\"seed\" value=\"{}\"/></properties>",
-        xml(&format!("{:?}", r.verdict)),
+        escape(&format!("{:?}", r.verdict)),
         r.exit_code,
         r.seed
     );
@@ -282,9 +282,9 @@ pub fn junit(r: &RunReport) -> String {
         let _ = write!(
             out,
             "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\"",
-            xml(&r.experiment),
+            escape(&r.experiment),
             c.class,
-            xml(&c.name),
+            escape(&c.name),
             c.time
         );
         match (&c.failure, c.skipped) {
@@ -292,8 +292,8 @@ pub fn junit(r: &RunReport) -> String {
                 let _ = writeln!(
                     out,
                     ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                    xml(msg),
-                    xml(msg)
+                    escape(msg),
+                    escape(msg)
                 );
             }
             (None, true) => {
@@ -311,8 +311,9 @@ pub fn junit(r: &RunReport) -> String {
     out
 }
 
-/// XML-escapes text for attributes and content; drops characters XML 1.0 cannot carry.
-fn xml(s: &str) -> String {
+/// Escapes text for XML and HTML, attributes and content alike (JUnit, `report.html`,
+/// `sweep.html`); drops control characters XML 1.0 cannot carry.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

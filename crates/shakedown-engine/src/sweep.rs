@@ -256,13 +256,8 @@ fn write(dir: &Path, report: &SweepReport, slos: &[(String, String, f64)]) -> st
 /// The sweep as a page: per SLO, its value in every run against the intensity, the SLO's
 /// threshold as a line, passing and failing runs told apart, and the breaking point marked.
 pub fn html(r: &SweepReport, slos: &[(String, String, f64)]) -> String {
+    use crate::report::escape as esc;
     use std::fmt::Write as _;
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
     let mut out = String::new();
     let _ = write!(
         out,

@@ -42,7 +42,7 @@ use serde_json::Value;
 use crate::duration::parse_duration;
 use crate::fault::raw::RawFault;
 use crate::load::{LoadSpec, RawLoad};
-use crate::proxy::{ProxyConfig, RawProxyConfig};
+use crate::proxy::{ProxyConfig, RawProxyConfig, unique};
 use crate::slo::{RawSlo, Slo};
 use crate::source::{ConfigError, Document, Problems, index, join};
 use crate::toxic::{RawToxic, Toxic};
@@ -1362,18 +1362,6 @@ fn duration_or(
             problems.push(path, e);
             default
         }),
-    }
-}
-
-fn unique<'a>(names: impl Iterator<Item = &'a str>, what: &str, problems: &mut Problems) {
-    let mut seen = HashSet::new();
-    for (i, n) in names.enumerate() {
-        if !seen.insert(n) {
-            problems.push(
-                join(&index(what, i), "name"),
-                format!("`{n}` is defined twice"),
-            );
-        }
     }
 }
 

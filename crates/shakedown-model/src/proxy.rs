@@ -530,7 +530,12 @@ fn unknown(kind: &str, name: &str, known: &HashSet<&str>) -> String {
     )
 }
 
-fn unique<'a>(names: impl Iterator<Item = &'a str>, what: &str, problems: &mut Problems) {
+/// Records every name defined twice in `what`.
+pub(crate) fn unique<'a>(
+    names: impl Iterator<Item = &'a str>,
+    what: &str,
+    problems: &mut Problems,
+) {
     let mut seen = HashSet::new();
     for (i, n) in names.enumerate() {
         if !seen.insert(n) {

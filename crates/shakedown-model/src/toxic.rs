@@ -326,17 +326,7 @@ impl Toxic {
                 Stream::Downstream
             }
         };
-        let toxicity = match raw.toxicity {
-            None => 1.0,
-            Some(t) if (0.0..=1.0).contains(&t) => t as f32,
-            Some(t) => {
-                problems.push(
-                    join(path, "toxicity"),
-                    format!("{t} is not a probability between 0 and 1"),
-                );
-                1.0
-            }
-        };
+        let toxicity = toxicity(raw.toxicity, 1.0, &join(path, "toxicity"), problems);
         let empty = Map::new();
         let kind = ToxicKind::parse(
             &raw.kind,
@@ -366,6 +356,38 @@ impl Toxic {
         })
     }
 
+    /// Toxiproxy's toxic update: the given attributes overwrite the current ones, an omitted
+    /// `toxicity` keeps its value; name, type and stream never change. Every problem, joined.
+    pub fn patched(
+        &self,
+        new_toxicity: Option<f64>,
+        attributes: &Map<String, Value>,
+    ) -> Result<Toxic, String> {
+        let mut merged = self
+            .kind
+            .attributes()
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        merged.extend(attributes.clone());
+        let mut problems = Problems::default();
+        let kind = ToxicKind::parse(self.kind.type_name(), &merged, "", &mut problems);
+        let toxicity = toxicity(new_toxicity, self.toxicity, "toxicity", &mut problems);
+        match kind {
+            Some(kind) if problems.is_empty() => Ok(Toxic {
+                kind,
+                toxicity,
+                ..self.clone()
+            }),
+            _ => Err(problems
+                .into_vec()
+                .into_iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
+    }
+
     /// The Toxiproxy JSON of the toxic (plus `ttl`/`expires_at` when it has a lifetime).
     pub fn to_json(&self) -> Value {
         let mut v = json!({
@@ -385,6 +407,18 @@ impl Toxic {
             }
         }
         v
+    }
+}
+
+/// A toxicity: `default` when absent, else a probability in 0..=1.
+fn toxicity(given: Option<f64>, default: f32, path: &str, problems: &mut Problems) -> f32 {
+    match given {
+        None => default,
+        Some(t) if (0.0..=1.0).contains(&t) => t as f32,
+        Some(t) => {
+            problems.push(path, format!("{t} is not a probability between 0 and 1"));
+            default
+        }
     }
 }
 

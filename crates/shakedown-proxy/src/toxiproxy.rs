@@ -401,35 +401,9 @@ async fn update_toxic(
             .get(&(name.clone(), toxic.clone()))
             .cloned()
             .ok_or(TcpError::ToxicNotFound)?;
-        let mut merged = current
-            .kind
-            .attributes()
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        merged.extend(attributes);
-        let mut problems = Problems::default();
-        let kind = ToxicKind::parse(current.kind.type_name(), &merged, "", &mut problems);
-        let toxicity = match patch.toxicity {
-            None => current.toxicity,
-            Some(t) if (0.0..=1.0).contains(&t) => t as f32,
-            Some(t) => {
-                problems.push(
-                    "toxicity",
-                    format!("{t} is not a probability between 0 and 1"),
-                );
-                current.toxicity
-            }
-        };
-        let kind = match kind {
-            Some(k) if problems.is_empty() => k,
-            _ => return Err(first_problem(problems, "")),
-        };
-        let next = Toxic {
-            kind,
-            toxicity,
-            ..current
-        };
+        let next = current
+            .patched(patch.toxicity, &attributes)
+            .map_err(ApiError::bad)?;
         let fault = http_fault(&name, &next)?;
         proxy
             .faults()

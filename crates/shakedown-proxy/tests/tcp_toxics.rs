@@ -452,7 +452,12 @@ async fn limit_data_passes_n_bytes_then_closes() {
     s.write_all(&[1u8; 60]).await.unwrap();
     tokio::time::sleep(50 * MS).await;
     let _ = s.write_all(&[2u8; 60]).await;
-    let (_, _) = drain(&mut s, Duration::from_secs(5)).await;
+    let (_, end) = drain(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        end.as_ref()
+            .map_or_else(|e| e.kind() != std::io::ErrorKind::Other, |()| true),
+        "closed after the limit: {end:?}"
+    );
     let got = tokio::time::timeout(Duration::from_secs(5), counts.recv())
         .await
         .unwrap()
@@ -575,7 +580,12 @@ async fn down_cuts_connections_and_up_restores_the_same_port() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["enabled"], false);
-    let (_, _) = drain(&mut s, Duration::from_secs(5)).await; // cut: EOF or reset, not a hang
+    let (_, end) = drain(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        end.as_ref()
+            .map_or_else(|e| e.kind() != std::io::ErrorKind::Other, |()| true),
+        "cut (EOF or reset), not left hanging: {end:?}"
+    );
     assert!(TcpStream::connect(addr).await.is_err(), "not listening");
 
     let r = t
@@ -686,6 +696,13 @@ async fn bad_input_gets_a_4xx_with_a_reason_and_changes_nothing() {
     )
     .await;
     let before = t.api(Method::GET, "/proxies", "").await.json();
+    // Upstreams are the test's own echo server; none of these requests reaches it.
+    let dup = format!(r#"{{"name": "echo", "upstream": "{}"}}"#, t.echo);
+    let no_name = format!(r#"{{"listen": "127.0.0.1:0", "upstream": "{}"}}"#, t.echo);
+    let populate = format!(
+        r#"[{{"name": "ok", "upstream": "{0}"}}, {{"upstream": "{0}"}}]"#,
+        t.echo
+    );
     let cases: &[(Method, &str, &str, u16, &str)] = &[
         (
             Method::POST,
@@ -757,17 +774,11 @@ async fn bad_input_gets_a_4xx_with_a_reason_and_changes_nothing() {
             400,
             "toxicity",
         ),
+        (Method::POST, "/proxies", &dup, 409, "proxy already exists"),
         (
             Method::POST,
             "/proxies",
-            r#"{"name": "echo", "upstream": "127.0.0.1:1"}"#,
-            409,
-            "proxy already exists",
-        ),
-        (
-            Method::POST,
-            "/proxies",
-            r#"{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}"#,
+            &no_name,
             400,
             "missing required field: name",
         ),
@@ -788,7 +799,7 @@ async fn bad_input_gets_a_4xx_with_a_reason_and_changes_nothing() {
         (
             Method::POST,
             "/populate",
-            r#"[{"name": "ok", "upstream": "127.0.0.1:1"}, {"upstream": "127.0.0.1:1"}]"#,
+            &populate,
             400,
             "missing required field: name at proxy 2",
         ),

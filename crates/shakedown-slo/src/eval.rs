@@ -413,6 +413,24 @@ fn aggregate(store: &Store, agg: &AggregateExpr, t: i64) -> Result<Value, EvalEr
     ))
 }
 
+/// The labels two series are matched on: those `on(…)` names, all but `ignoring(…)`'s, or all
+/// (without the metric name).
+fn signature(matching: Option<&LabelModifier>, l: &Labels) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(on)) => on
+            .labels
+            .iter()
+            .filter_map(|k| l.get(k).map(|v| (k.clone(), v.clone())))
+            .collect(),
+        Some(LabelModifier::Exclude(ign)) => l
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__name__" && !ign.labels.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => drop_name(l.clone()),
+    }
+}
+
 /// `and`, `or`, `unless` between instant vectors, matching label sets (without the metric
 /// name, or as `on` / `ignoring` say) — e.g. `sum(rate(errors[5m])) or vector(0)`, which turns
 /// "no error series yet" into 0.
@@ -425,21 +443,7 @@ fn set_operation(store: &Store, bin: &BinaryExpr, op: &str, t: i64) -> Result<Va
         )));
     };
     let matching = bin.modifier.as_ref().and_then(|m| m.matching.as_ref());
-    let signature = |l: &Labels| -> Labels {
-        match matching {
-            Some(LabelModifier::Include(on)) => on
-                .labels
-                .iter()
-                .filter_map(|k| l.get(k).map(|v| (k.clone(), v.clone())))
-                .collect(),
-            Some(LabelModifier::Exclude(ign)) => l
-                .iter()
-                .filter(|(k, _)| k.as_str() != "__name__" && !ign.labels.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            None => drop_name(l.clone()),
-        }
-    };
+    let signature = |l: &Labels| signature(matching, l);
     let right: std::collections::BTreeSet<Labels> = rv.iter().map(|(l, _)| signature(l)).collect();
     let out = match op {
         "and" => lv
@@ -539,21 +543,7 @@ fn binary(store: &Store, bin: &BinaryExpr, t: i64) -> Result<Value, EvalError> {
                 return Err(unsupported("group_left / group_right"));
             }
             let matching = modifier.and_then(|m| m.matching.as_ref());
-            let signature = |l: &Labels| -> Labels {
-                match matching {
-                    Some(LabelModifier::Include(on)) => on
-                        .labels
-                        .iter()
-                        .filter_map(|k| l.get(k).map(|v| (k.clone(), v.clone())))
-                        .collect(),
-                    Some(LabelModifier::Exclude(ign)) => l
-                        .iter()
-                        .filter(|(k, _)| k.as_str() != "__name__" && !ign.labels.contains(k))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    None => drop_name(l.clone()),
-                }
-            };
+            let signature = |l: &Labels| signature(matching, l);
             let mut right: BTreeMap<Labels, f64> = BTreeMap::new();
             for (l, v) in rv {
                 if right.insert(signature(&l), v).is_some() {

@@ -271,9 +271,12 @@ fn a_bad_toxic_in_a_config_file_is_named_with_its_line() {
     let dir = std::env::temp_dir().join(format!("shakedown-cli-toxic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tcp.yaml");
+    // Never started: an ephemeral port this test holds, never a fixed one.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = held.local_addr().unwrap();
     std::fs::write(
         &path,
-        "tcp_proxies:\n  - name: db\n    upstream: 127.0.0.1:5432\n    toxics:\n      - {type: latency, attributes: {latency: -5}}\n      - {type: lag}\n      - {type: bandwidth, toxicity: 2, attributes: {rte: 1}}\n",
+        format!("tcp_proxies:\n  - name: db\n    upstream: {upstream}\n    toxics:\n      - {{type: latency, attributes: {{latency: -5}}}}\n      - {{type: lag}}\n      - {{type: bandwidth, toxicity: 2, attributes: {{rte: 1}}}}\n"),
     )
     .unwrap();
     let out = bin().arg("validate").arg(&path).output().unwrap();

@@ -127,6 +127,8 @@ fn the_demo_passes_with_resilience_and_fails_without() {
 fn an_invalid_experiment_lists_every_error_and_starts_nothing() {
     let dir = temp("invalid");
     let file = dir.join("bad.yaml");
+    // Never started: an ephemeral port this test holds stands for the upstream.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     // An unknown field, a percentage over 100, a negative duration, a fault on a TCP proxy that
     // does not exist, a step naming a fault that does not exist: all reported at once.
     std::fs::write(
@@ -140,7 +142,7 @@ spec:
     listeners:
       - {name: out, address: 127.0.0.1:0, routes: [{match: {prefix: /}, cluster: up}]}
     clusters:
-      - {name: up, endpoints: ["127.0.0.1:9"]}
+      - {name: up, endpoints: ["UPSTREAM"]}
   faults:
     - name: too-much
       duration: 10s
@@ -154,7 +156,8 @@ spec:
   method:
     - inject: too-much
     - inject: not-a-fault
-"#,
+"#
+        .replace("UPSTREAM", &held.local_addr().unwrap().to_string()),
     )
     .unwrap();
     let out = run(&dir, &file, &[]);

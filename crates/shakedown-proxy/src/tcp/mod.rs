@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 use shakedown_model::fault::Lifetime;
-use shakedown_model::toxic::{MAX_TTL, TcpProxySpec, ToxicKind};
+use shakedown_model::toxic::{MAX_TTL, TcpProxySpec};
 use shakedown_model::{Problems, Toxic};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -515,39 +515,13 @@ impl TcpProxies {
             .find(|t| t.spec.name == name)
             .cloned()
             .ok_or(TcpError::ToxicNotFound)?;
-        let mut merged = current
+        let spec = current
             .spec
-            .kind
-            .attributes()
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        merged.extend(attributes.clone());
-        let mut problems = Problems::default();
-        let kind = ToxicKind::parse(current.spec.kind.type_name(), &merged, "", &mut problems);
-        let toxicity = match toxicity {
-            None => current.spec.toxicity,
-            Some(t) if (0.0..=1.0).contains(&t) => t as f32,
-            Some(t) => {
-                problems.push(
-                    "toxicity",
-                    format!("{t} is not a probability between 0 and 1"),
-                );
-                current.spec.toxicity
-            }
-        };
-        let kind = match (kind, problems.into_vec().into_iter().next()) {
-            (Some(k), None) => k,
-            (_, Some(p)) => return Err(TcpError::Invalid(format!("{}: {}", p.path, p.message))),
-            (None, None) => return Err(TcpError::Invalid("invalid attributes".into())),
-        };
+            .patched(toxicity, attributes)
+            .map_err(TcpError::Invalid)?;
         let updated = Arc::new(ActiveToxic {
             id: current.id,
-            spec: Toxic {
-                kind,
-                toxicity,
-                ..current.spec.clone()
-            },
+            spec,
             deadline: current.deadline,
             expires_at: current.expires_at,
             applied: current.applied.clone(),
